@@ -1,0 +1,603 @@
+//! Configuration: a TOML file, read and checked once at start.
+//!
+//! Every limit has a default here and a key in the file; the README's reference lists
+//! them. Secrets are never inline: each key names an environment variable or a file, and
+//! a secret under 32 bytes, a duplicate app or key id, or an unknown key refuses to start
+//! with a message that names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::{Secret, TokenPolicy};
+use crate::hub::{HubConfig, OutboxLimits};
+use crate::protocol::AppId;
+use crate::telemetry::LogFormat;
+
+/// The shortest accepted app secret.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type.
+    #[error("config: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value outside its rules.
+    #[error("config key `{key}`: {problem}")]
+    Invalid {
+        /// The dotted key path.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// `[websocket]`: sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Time allowed for the `connect` frame.
+    #[serde(with = "humantime_serde")]
+    pub auth_timeout: Duration,
+    /// Interval of WebSocket pings.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A session with no inbound traffic for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Largest client frame, bytes (a larger one closes with 1009).
+    pub max_frame_bytes: usize,
+    /// Most frames queued for one session before it is closed with 4008.
+    pub outbound_queue_frames: usize,
+    /// Most bytes queued for one session before it is closed with 4008.
+    pub outbound_queue_bytes: usize,
+    /// A write to a socket that takes longer than this closes the session with 4008.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Most channels one session may subscribe to.
+    pub max_subscriptions: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            auth_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            max_frame_bytes: 16 * 1024,
+            outbound_queue_frames: 1024,
+            outbound_queue_bytes: 4 << 20,
+            write_timeout: Duration::from_secs(10),
+            max_subscriptions: 256,
+        }
+    }
+}
+
+/// `[history]`: recovery window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// How long a publication is kept.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Most publications kept per channel.
+    pub max_per_channel: usize,
+    /// Most bytes of history over all channels.
+    pub max_bytes: usize,
+    /// Most channels with state at once.
+    pub max_channels: usize,
+    /// How long a quiet channel's epoch and last offset outlive its history.
+    #[serde(with = "humantime_serde")]
+    pub channel_state_ttl: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        let h = HubConfig::default();
+        HistoryConfig {
+            ttl: h.history_ttl,
+            max_per_channel: h.max_per_channel,
+            max_bytes: h.max_history_bytes,
+            max_channels: h.max_channels,
+            channel_state_ttl: h.channel_state_ttl,
+        }
+    }
+}
+
+/// `[tokens]`: time rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// Clock-skew allowance, at most 30 s.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Longest connect token lifetime, at most 24 h.
+    #[serde(with = "humantime_serde")]
+    pub max_connect_lifetime: Duration,
+    /// Longest publish token lifetime, at most 300 s.
+    #[serde(with = "humantime_serde")]
+    pub max_publish_lifetime: Duration,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        let p = TokenPolicy::default();
+        TokensConfig {
+            leeway: p.leeway,
+            max_connect_lifetime: p.max_connect_lifetime,
+            max_publish_lifetime: p.max_publish_lifetime,
+        }
+    }
+}
+
+/// `[http]`: the publish API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request body, bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Largest decoded payload, bytes.
+    pub max_payload_bytes: usize,
+    /// Most publications in one batch.
+    pub max_batch: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 4 << 20,
+            max_payload_bytes: 64 * 1024,
+            max_batch: 1000,
+        }
+    }
+}
+
+/// `[shutdown]`: drain order timings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Sessions are closed with 1001 at random moments over this window, so that clients
+    /// do not all reconnect at once.
+    #[serde(with = "humantime_serde")]
+    pub drain: Duration,
+    /// Hard limit for the whole shutdown.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain: Duration::from_secs(5),
+            grace: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    kid: String,
+    #[serde(default)]
+    secret_env: Option<String>,
+    #[serde(default)]
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    id: String,
+    #[serde(default)]
+    keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    #[serde(default)]
+    log_format: LogFormat,
+    #[serde(default)]
+    websocket: WebSocketConfig,
+    #[serde(default)]
+    history: HistoryConfig,
+    #[serde(default)]
+    tokens: TokensConfig,
+    #[serde(default)]
+    http: HttpConfig,
+    #[serde(default)]
+    shutdown: ShutdownConfig,
+    #[serde(default)]
+    apps: Vec<RawApp>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// One signing key of an app.
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    /// Key id, matched against the token header's `kid`.
+    pub kid: String,
+    /// The secret.
+    pub secret: Secret,
+}
+
+/// One app.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// App id, matched against `iss`.
+    pub id: AppId,
+    /// Active keys.
+    pub keys: Vec<KeyConfig>,
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address (`SEALCAST_LISTEN` overrides).
+    pub listen: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Sessions.
+    pub websocket: WebSocketConfig,
+    /// History.
+    pub history: HistoryConfig,
+    /// Token rules.
+    pub tokens: TokensConfig,
+    /// HTTP API.
+    pub http: HttpConfig,
+    /// Shutdown timings.
+    pub shutdown: ShutdownConfig,
+    /// Apps and their keys.
+    pub apps: Vec<AppConfig>,
+}
+
+impl Config {
+    /// Reads and validates a config file; secrets come from the process environment or
+    /// their files; `SEALCAST_LISTEN` overrides `listen`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, |var| std::env::var_os(var))?;
+        if let Some(listen) = std::env::var_os("SEALCAST_LISTEN") {
+            let listen = listen.to_string_lossy();
+            config.listen = listen.parse().map_err(|_| {
+                invalid(
+                    "SEALCAST_LISTEN",
+                    "not a socket address like 127.0.0.1:8080",
+                )
+            })?;
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text, with `env` resolving `secret_env` names.
+    pub fn parse(
+        text: &str,
+        env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)?;
+        let mut apps: Vec<AppConfig> = Vec::with_capacity(raw.apps.len());
+        for (i, app) in raw.apps.into_iter().enumerate() {
+            let at = format!("apps[{i}].id");
+            let id = AppId::parse(&app.id).map_err(|e| invalid(&at, e.to_string()))?;
+            if apps.iter().any(|a| a.id == id) {
+                return Err(invalid(at, format!("duplicate app id {id:?}")));
+            }
+            if app.keys.is_empty() {
+                return Err(invalid(
+                    format!("apps[{i}].keys"),
+                    "an app needs at least one key",
+                ));
+            }
+            let mut keys: Vec<KeyConfig> = Vec::with_capacity(app.keys.len());
+            for (j, key) in app.keys.into_iter().enumerate() {
+                let at = format!("apps[{i}].keys[{j}]");
+                if key.kid.is_empty() || key.kid.len() > 64 {
+                    return Err(invalid(format!("{at}.kid"), "must be 1 to 64 bytes"));
+                }
+                if keys.iter().any(|k| k.kid == key.kid) {
+                    return Err(invalid(
+                        format!("{at}.kid"),
+                        format!("duplicate kid {:?} in app {id:?}", key.kid),
+                    ));
+                }
+                let secret = load_secret(&at, &key, &env)?;
+                keys.push(KeyConfig {
+                    kid: key.kid,
+                    secret,
+                });
+            }
+            apps.push(AppConfig { id, keys });
+        }
+        let config = Config {
+            listen: raw.listen,
+            log_format: raw.log_format,
+            websocket: raw.websocket,
+            history: raw.history,
+            tokens: raw.tokens,
+            http: raw.http,
+            shutdown: raw.shutdown,
+            apps,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A config with every default and the given apps, listening on `listen`.
+    pub fn with_apps(listen: SocketAddr, apps: Vec<AppConfig>) -> Config {
+        Config {
+            listen,
+            log_format: LogFormat::default(),
+            websocket: WebSocketConfig::default(),
+            history: HistoryConfig::default(),
+            tokens: TokensConfig::default(),
+            http: HttpConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            apps,
+        }
+    }
+
+    /// Checks every rule that is not a type rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |key: &str, d: Duration| {
+            if d.is_zero() {
+                Err(invalid(key, "must be more than zero"))
+            } else {
+                Ok(())
+            }
+        };
+        let nonzero = |key: &str, n: usize| {
+            if n == 0 {
+                Err(invalid(key, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        let ws = &self.websocket;
+        positive("websocket.auth_timeout", ws.auth_timeout)?;
+        positive("websocket.ping_interval", ws.ping_interval)?;
+        positive("websocket.idle_timeout", ws.idle_timeout)?;
+        positive("websocket.write_timeout", ws.write_timeout)?;
+        if ws.max_frame_bytes < 1024 {
+            return Err(invalid(
+                "websocket.max_frame_bytes",
+                "must be at least 1024 (a token alone may take 4096)",
+            ));
+        }
+        nonzero("websocket.outbound_queue_frames", ws.outbound_queue_frames)?;
+        nonzero("websocket.max_subscriptions", ws.max_subscriptions)?;
+        if ws.outbound_queue_bytes < self.http.max_payload_bytes * 2 {
+            return Err(invalid(
+                "websocket.outbound_queue_bytes",
+                "must hold at least one largest publication (2 x http.max_payload_bytes)",
+            ));
+        }
+        let h = &self.history;
+        positive("history.ttl", h.ttl)?;
+        nonzero("history.max_per_channel", h.max_per_channel)?;
+        nonzero("history.max_bytes", h.max_bytes)?;
+        nonzero("history.max_channels", h.max_channels)?;
+        positive("history.channel_state_ttl", h.channel_state_ttl)?;
+        let t = &self.tokens;
+        if t.leeway > Duration::from_secs(30) {
+            return Err(invalid("tokens.leeway", "must be at most 30s"));
+        }
+        if t.max_connect_lifetime > Duration::from_secs(24 * 3600) {
+            return Err(invalid(
+                "tokens.max_connect_lifetime",
+                "must be at most 24h",
+            ));
+        }
+        positive("tokens.max_connect_lifetime", t.max_connect_lifetime)?;
+        if t.max_publish_lifetime > Duration::from_secs(300) {
+            return Err(invalid(
+                "tokens.max_publish_lifetime",
+                "must be at most 300s",
+            ));
+        }
+        positive("tokens.max_publish_lifetime", t.max_publish_lifetime)?;
+        let p = &self.http;
+        if p.max_payload_bytes < 28 {
+            return Err(invalid(
+                "http.max_payload_bytes",
+                "must be at least 28 (nonce and tag)",
+            ));
+        }
+        nonzero("http.max_body_bytes", p.max_body_bytes)?;
+        nonzero("http.max_batch", p.max_batch)?;
+        if self.shutdown.grace < self.shutdown.drain {
+            return Err(invalid("shutdown.grace", "must be at least shutdown.drain"));
+        }
+        if self.apps.is_empty() {
+            return Err(invalid(
+                "apps",
+                "no app configured: add an [[apps]] table with a key",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The hub's part.
+    pub fn hub(&self) -> HubConfig {
+        HubConfig {
+            history_ttl: self.history.ttl,
+            max_per_channel: self.history.max_per_channel,
+            max_history_bytes: self.history.max_bytes,
+            max_channels: self.history.max_channels,
+            channel_state_ttl: self.history.channel_state_ttl,
+        }
+    }
+
+    /// The token rules.
+    pub fn token_policy(&self) -> TokenPolicy {
+        TokenPolicy {
+            leeway: self.tokens.leeway,
+            max_connect_lifetime: self.tokens.max_connect_lifetime,
+            max_publish_lifetime: self.tokens.max_publish_lifetime,
+        }
+    }
+
+    /// One session's outbound queue bounds.
+    pub fn outbox(&self) -> OutboxLimits {
+        OutboxLimits {
+            max_frames: self.websocket.outbound_queue_frames,
+            max_bytes: self.websocket.outbound_queue_bytes,
+        }
+    }
+}
+
+fn load_secret(
+    at: &str,
+    key: &RawKey,
+    env: &impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Secret, ConfigError> {
+    let mut bytes = match (&key.secret_env, &key.secret_file) {
+        (Some(var), None) => {
+            let value = env(var).ok_or_else(|| {
+                invalid(
+                    format!("{at}.secret_env"),
+                    format!("environment variable {var} is not set"),
+                )
+            })?;
+            value.into_encoded_bytes()
+        }
+        (None, Some(path)) => std::fs::read(path).map_err(|e| {
+            invalid(
+                format!("{at}.secret_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?,
+        _ => {
+            return Err(invalid(
+                at,
+                "give exactly one of secret_env or secret_file (never an inline secret)",
+            ));
+        }
+    };
+    // A trailing newline from `echo` or an editor is not part of the secret.
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    let secret = Secret::new(bytes);
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(invalid(
+            at,
+            format!(
+                "secret (kid {:?}) is {} bytes; at least {MIN_SECRET_BYTES} required",
+                key.kid,
+                secret.len()
+            ),
+        ));
+    }
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:9000"
+[history]
+ttl = "90s"
+max_per_channel = 50
+[[apps]]
+id = "acme"
+[[apps.keys]]
+kid = "k1"
+secret_env = "ACME_KEY_1"
+"#;
+
+    fn env(var: &str) -> Option<std::ffi::OsString> {
+        match var {
+            "ACME_KEY_1" => Some("0123456789abcdef0123456789abcdef\n".into()),
+            "SHORT" => Some("short".into()),
+            _ => None,
+        }
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(text, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let c = Config::parse(GOOD, env).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.history.ttl, Duration::from_secs(90));
+        assert_eq!(c.history.max_per_channel, 50);
+        assert_eq!(
+            c.apps[0].keys[0].secret.len(),
+            32,
+            "trailing newline trimmed"
+        );
+        assert_eq!(c.websocket.auth_timeout, Duration::from_secs(5));
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn refusals_name_the_key() {
+        assert!(err(&GOOD.replace("max_per_channel", "max_per_chanel")).contains("max_per_chanel"));
+        assert!(err(&GOOD.replace("ACME_KEY_1", "SHORT")).contains("apps[0].keys[0]"));
+        assert!(err(&GOOD.replace("ACME_KEY_1", "UNSET")).contains("UNSET"));
+        let dup_kid = format!("{GOOD}[[apps.keys]]\nkid = \"k1\"\nsecret_env = \"ACME_KEY_1\"\n");
+        assert!(err(&dup_kid).contains("duplicate kid"));
+        let dup_app = format!(
+            "{GOOD}[[apps]]\nid = \"acme\"\n[[apps.keys]]\nkid = \"k1\"\nsecret_env = \"ACME_KEY_1\"\n"
+        );
+        assert!(err(&dup_app).contains("duplicate app id"));
+        let inline = GOOD.replace(
+            "secret_env = \"ACME_KEY_1\"",
+            "secret = \"0123456789abcdef0123456789abcdef\"",
+        );
+        assert!(err(&inline).contains("secret"));
+        assert!(err(&format!("{GOOD}[tokens]\nleeway = \"31s\"\n")).contains("tokens.leeway"));
+        assert!(err("listen = \"127.0.0.1:1\"").contains("no app"));
+    }
+
+    #[test]
+    fn secret_from_file() {
+        let dir = std::env::temp_dir().join(format!("sealcast-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("k");
+        std::fs::write(&f, "abcdefghijklmnopqrstuvwxyz0123456789\n").unwrap();
+        let text = GOOD.replace(
+            "secret_env = \"ACME_KEY_1\"",
+            &format!("secret_file = {:?}", f.display().to_string()),
+        );
+        let c = Config::parse(&text, env).unwrap();
+        assert_eq!(
+            c.apps[0].keys[0].secret.expose(),
+            b"abcdefghijklmnopqrstuvwxyz0123456789"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

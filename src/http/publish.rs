@@ -1,0 +1,292 @@
+//! `POST /v1/publish` and `POST /v1/publish/batch`.
+//!
+//! Order of checks: token (401), media type (415), body size (413), JSON and fields (400),
+//! namespace (403), then the broker. Nothing is published until every check of that
+//! publication passed, so an error never half-applies a request; batch items are
+//! independent and each is published at most once.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use super::ApiError;
+use crate::AppState;
+use crate::auth::{PublishClaims, unix_now};
+use crate::broker::BrokerError;
+use crate::hub::{ChannelKey, HubError};
+use crate::protocol::{Channel, EventName};
+
+/// AES-GCM nonce (12) plus tag (16): the shortest possible ciphertext.
+pub const MIN_PAYLOAD_BYTES: usize = 28;
+
+/// One publication as sent by the app.
+#[derive(Debug, Deserialize)]
+pub struct PublishRequest {
+    /// `<namespace>#<topic>`.
+    pub channel: String,
+    /// The clear-text event type.
+    pub event: String,
+    /// base64(nonce | ciphertext | tag).
+    pub data: String,
+    /// Optional, 1 to 64 bytes.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BatchRequest {
+    publications: Vec<serde_json::Value>,
+}
+
+/// `{"offset":O,"epoch":E}`.
+#[derive(Debug, Serialize)]
+pub struct PublishResponse {
+    /// The offset given.
+    pub offset: u64,
+    /// The channel's epoch.
+    pub epoch: String,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BatchItem {
+    Ok(PublishResponse),
+    Err { error: super::error::ErrorBody },
+}
+
+#[derive(Serialize)]
+struct BatchResponse {
+    results: Vec<BatchItem>,
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized(
+            "missing Authorization: Bearer token",
+        ))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(ApiError::Unauthorized(
+            "Authorization must be a Bearer token",
+        ));
+    }
+    Ok(token.trim())
+}
+
+/// Verifies the request's publish token; audits and counts a refusal.
+pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<PublishClaims, ApiError> {
+    let token = bearer(headers).inspect_err(|_| state.metrics.token_rejected("missing"))?;
+    state.auth.verify_publish(token, unix_now()).map_err(|r| {
+        state.metrics.token_rejected(r.reason.label());
+        tracing::warn!(
+            target: "audit",
+            event = "token_refused",
+            reason = r.reason.label(),
+            app = r.app.as_ref().map(|a| a.as_str()),
+            kid = r.kid.as_deref(),
+            "publish token refused"
+        );
+        ApiError::Unauthorized(match r.reason {
+            crate::auth::TokenError::Expired => "publish token expired",
+            _ => "publish token refused",
+        })
+    })
+}
+
+/// Reads a JSON body after checking its media type and size.
+pub async fn read_json_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let limit = state.config.http.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        state.metrics.limit_hit("http_body_bytes");
+        return Err(ApiError::PayloadTooLarge(
+            "request body over the size limit",
+        ));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        state.metrics.limit_hit("http_body_bytes");
+        ApiError::PayloadTooLarge("request body over the size limit")
+    })
+}
+
+/// A publication that passed every check.
+struct Checked {
+    key: ChannelKey,
+    event: EventName,
+    data: String,
+    idempotency_key: Option<String>,
+}
+
+fn check(
+    state: &AppState,
+    claims: &PublishClaims,
+    req: PublishRequest,
+) -> Result<Checked, ApiError> {
+    let channel = Channel::parse(&req.channel)
+        .map_err(|e| ApiError::BadRequest(format!("channel: {e}").into()))?;
+    let event = EventName::parse(&req.event)
+        .map_err(|e| ApiError::BadRequest(format!("event: {e}").into()))?;
+    if let Some(k) = &req.idempotency_key {
+        if k.is_empty() || k.len() > 64 {
+            return Err(ApiError::BadRequest(
+                "idempotency_key must be 1 to 64 bytes".into(),
+            ));
+        }
+    }
+    let max = state.config.http.max_payload_bytes;
+    // Cheap bound before decoding: base64 encodes 3 bytes in 4 characters.
+    if req.data.len() / 4 * 3 > max + 2 {
+        state.metrics.limit_hit("payload_bytes");
+        return Err(ApiError::PayloadTooLarge("data over the payload limit"));
+    }
+    let decoded = STANDARD
+        .decode(req.data.as_bytes())
+        .map_err(|_| ApiError::BadRequest("data must be standard base64 with padding".into()))?;
+    if decoded.len() < MIN_PAYLOAD_BYTES {
+        return Err(ApiError::BadRequest(
+            "data must decode to at least 28 bytes (12-byte nonce and 16-byte tag): is it AES-256-GCM ciphertext?".into(),
+        ));
+    }
+    if decoded.len() > max {
+        state.metrics.limit_hit("payload_bytes");
+        return Err(ApiError::PayloadTooLarge("data over the payload limit"));
+    }
+    if let Some(ns) = &claims.ns {
+        if !channel.in_namespace(ns) {
+            state.metrics.forbidden.inc();
+            tracing::warn!(
+                target: "audit",
+                event = "namespace_violation",
+                app = claims.app.as_str(),
+                ns = ns.as_str(),
+                channel = channel.as_str(),
+                "publish outside the token's namespace refused"
+            );
+            return Err(ApiError::Forbidden("channel outside the token's namespace"));
+        }
+    }
+    Ok(Checked {
+        key: ChannelKey {
+            app: claims.app.clone(),
+            channel,
+        },
+        event,
+        data: req.data,
+        idempotency_key: req.idempotency_key,
+    })
+}
+
+async fn publish_one(
+    state: &AppState,
+    claims: &PublishClaims,
+    req: PublishRequest,
+) -> Result<PublishResponse, ApiError> {
+    let c = check(state, claims, req)?;
+    let published = state
+        .broker
+        .publish(&c.key, &c.event, &c.data, c.idempotency_key.as_deref())
+        .await
+        .map_err(|e| match e {
+            BrokerError::Hub(HubError::TooManyChannels) => {
+                ApiError::Unavailable("channel limit reached")
+            }
+            BrokerError::Unavailable => ApiError::Unavailable("broker unavailable"),
+        })?;
+    Ok(PublishResponse {
+        offset: published.offset,
+        epoch: published.epoch.to_string(),
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        // serde_json's message names a field or a position, never the input's content.
+        let mut m = format!("invalid JSON body: {e}");
+        m.truncate(200);
+        ApiError::BadRequest(m.into())
+    })
+}
+
+fn count_error(state: &AppState, e: ApiError) -> ApiError {
+    state.metrics.http_error(e.code());
+    e
+}
+
+/// `POST /v1/publish`.
+pub async fn publish(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PublishResponse>, ApiError> {
+    let run = async {
+        let claims = authorize(&state, &headers)?;
+        let bytes = read_json_body(&state, &headers, body).await?;
+        let req: PublishRequest = parse_json(&bytes)?;
+        publish_one(&state, &claims, req).await
+    };
+    run.await.map(Json).map_err(|e| count_error(&state, e))
+}
+
+/// `POST /v1/publish/batch`.
+pub async fn publish_batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<impl Serialize>, ApiError> {
+    let run = async {
+        let claims = authorize(&state, &headers)?;
+        let bytes = read_json_body(&state, &headers, body).await?;
+        let batch: BatchRequest = parse_json(&bytes)?;
+        let max = state.config.http.max_batch;
+        if batch.publications.len() > max {
+            state.metrics.limit_hit("batch_size");
+            return Err(ApiError::BadRequest(
+                format!("at most {max} publications per batch").into(),
+            ));
+        }
+        let mut results = Vec::with_capacity(batch.publications.len());
+        for item in batch.publications {
+            let outcome = match serde_json::from_value::<PublishRequest>(item) {
+                Ok(req) => publish_one(&state, &claims, req).await,
+                Err(e) => {
+                    let mut m = format!("invalid publication: {e}");
+                    m.truncate(200);
+                    Err(ApiError::BadRequest(m.into()))
+                }
+            };
+            results.push(match outcome {
+                Ok(r) => BatchItem::Ok(r),
+                Err(e) => BatchItem::Err { error: e.body() },
+            });
+        }
+        Ok(BatchResponse { results })
+    };
+    run.await.map(Json).map_err(|e| count_error(&state, e))
+}

@@ -1,0 +1,389 @@
+//! The routing core: channels, their subscribers and their history, with no I/O.
+//!
+//! Channels live in a sharded concurrent map; each channel has one mutex over its
+//! history and its subscriber set. That single lock is the ordering argument of the
+//! relay:
+//! - a publish takes it to assign the next offset, append to history and push the shared
+//!   frame into every subscriber's outbox, so live frames leave in offset order;
+//! - a subscribe takes it to register the session's outbox *and* snapshot the replay, so
+//!   every publication is either in the snapshot (offset <= the snapshot's last) or
+//!   pushed live afterwards (offset > it): no gap, and the session drops anything at or
+//!   below the last offset it sent, so no duplicate.
+//!
+//! No `.await` happens under a channel lock. The work under it is proportional to the
+//! channel's subscriber count and is one `Arc` clone plus an uncontended outbox push per
+//! subscriber.
+//!
+//! History is bounded three ways: a TTL and a per-channel count (enforced by
+//! [`ChannelHistory`]) and a global byte budget, enforced through one FIFO of every stored
+//! entry in store order; since the TTL is uniform, that FIFO's front is always the globally
+//! oldest entry, so expiry and budget eviction both pop from it.
+
+pub mod outbox;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use indexmap::IndexMap;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::history::{ChannelHistory, Publication, Recovery};
+use crate::protocol::{AppId, Channel, EventName, encode_pub};
+use crate::telemetry::Metrics;
+pub use outbox::{Outbox, OutboxLimits, Push};
+
+/// A channel of an app: the unit of routing. Channels of different apps never meet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChannelKey {
+    /// The app.
+    pub app: AppId,
+    /// The channel.
+    pub channel: Channel,
+}
+
+/// A session's id, unique within the process.
+pub type SessionId = u64;
+
+/// Bounds and timings of the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubConfig {
+    /// How long a publication stays in history.
+    pub history_ttl: Duration,
+    /// Most publications kept per channel.
+    pub max_per_channel: usize,
+    /// Most history bytes kept over all channels.
+    pub max_history_bytes: usize,
+    /// Most channels (with state) at once.
+    pub max_channels: usize,
+    /// How long an idle channel's epoch and last offset are kept after its history and
+    /// subscribers are gone.
+    pub channel_state_ttl: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            history_ttl: Duration::from_secs(120),
+            max_per_channel: 1000,
+            max_history_bytes: 256 << 20,
+            max_channels: 1_000_000,
+            channel_state_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A refused hub operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// The channel would be new and the channel limit is reached.
+    #[error("channel limit reached")]
+    TooManyChannels,
+}
+
+/// The result of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The offset given (or first given, for a repeated idempotency key).
+    pub offset: u64,
+    /// The channel's epoch.
+    pub epoch: Arc<str>,
+    /// Whether this was a repeat of an idempotency key, and nothing was published.
+    pub duplicate: bool,
+    /// Subscribers whose outbox overflowed on this publish.
+    pub overflowed: usize,
+}
+
+/// A live subscription, as the session needs it.
+#[derive(Debug)]
+pub struct Subscribed {
+    /// The hub's id of the channel, as carried by its publications.
+    pub channel_id: u64,
+    /// The channel's epoch.
+    pub epoch: Arc<str>,
+    /// The last offset the client will have once `replay` is sent.
+    pub offset: u64,
+    /// `Some(true/false)` when recovery was asked for.
+    pub recovered: Option<bool>,
+    /// The publications to send before any live one, in offset order.
+    pub replay: Vec<Arc<Publication>>,
+}
+
+struct ChannelState {
+    history: ChannelHistory,
+    subscribers: IndexMap<SessionId, Arc<Outbox>>,
+    last_active: Instant,
+    /// Set when the sweeper removed this channel from the map; a holder of a stale `Arc`
+    /// must look the channel up again.
+    removed: bool,
+}
+
+struct ChannelSlot {
+    id: u64,
+    state: Mutex<ChannelState>,
+}
+
+struct IndexEntry {
+    slot: Arc<ChannelSlot>,
+    offset: u64,
+    stored_at: Instant,
+}
+
+/// The registry of channels, subscribers and history.
+pub struct Hub {
+    channels: DashMap<ChannelKey, Arc<ChannelSlot>>,
+    /// Every stored entry in store order, for TTL expiry and the global byte budget.
+    index: Mutex<VecDeque<IndexEntry>>,
+    history_bytes: AtomicUsize,
+    next_channel_id: AtomicU64,
+    config: HubConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("channels", &self.channels.len())
+            .field("history_bytes", &self.history_bytes.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn new_epoch() -> Arc<str> {
+    hex::encode(rand::random::<[u8; 8]>()).into()
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: HubConfig, metrics: Arc<Metrics>) -> Self {
+        Hub {
+            channels: DashMap::new(),
+            index: Mutex::new(VecDeque::new()),
+            history_bytes: AtomicUsize::new(0),
+            next_channel_id: AtomicU64::new(1),
+            config,
+            metrics,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// Channels with state.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// History bytes held over all channels.
+    pub fn history_bytes(&self) -> usize {
+        self.history_bytes.load(Ordering::Relaxed)
+    }
+
+    fn slot(&self, key: &ChannelKey, now: Instant) -> Result<Arc<ChannelSlot>, HubError> {
+        if let Some(s) = self.channels.get(key) {
+            return Ok(Arc::clone(&s));
+        }
+        if self.channels.len() >= self.config.max_channels {
+            self.metrics.limit_hit("channels");
+            return Err(HubError::TooManyChannels);
+        }
+        let slot = self
+            .channels
+            .entry(key.clone())
+            .or_insert_with(|| {
+                self.metrics.channels.inc();
+                Arc::new(ChannelSlot {
+                    id: self.next_channel_id.fetch_add(1, Ordering::Relaxed),
+                    state: Mutex::new(ChannelState {
+                        history: ChannelHistory::new(new_epoch()),
+                        subscribers: IndexMap::new(),
+                        last_active: now,
+                        removed: false,
+                    }),
+                })
+            })
+            .clone();
+        Ok(slot)
+    }
+
+    /// Publishes: gives the next offset, stores the publication in history and queues its
+    /// frame for every subscriber. A repeated `idempotency_key` still in the history
+    /// returns the first result and publishes nothing.
+    pub fn publish(
+        &self,
+        key: &ChannelKey,
+        event: &EventName,
+        data: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Published, HubError> {
+        let now = Instant::now();
+        let published = loop {
+            let slot = self.slot(key, now)?;
+            let mut st = slot.state.lock();
+            if st.removed {
+                continue;
+            }
+            if let Some(offset) = idempotency_key.and_then(|k| st.history.idempotent_offset(k)) {
+                self.metrics.idempotent_repeats.inc();
+                break Published {
+                    offset,
+                    epoch: Arc::clone(st.history.epoch()),
+                    duplicate: true,
+                    overflowed: 0,
+                };
+            }
+            let offset = st.history.next_offset();
+            let frame = encode_pub(key.channel.as_str(), event.as_str(), data, offset);
+            let publication = Arc::new(Publication {
+                channel_id: slot.id,
+                offset,
+                frame: Utf8Bytes::from(frame),
+            });
+            let (added, evicted) = st.history.append(
+                Arc::clone(&publication),
+                idempotency_key,
+                now,
+                self.config.max_per_channel,
+            );
+            self.account(added, evicted);
+            st.last_active = now;
+            self.index.lock().push_back(IndexEntry {
+                slot: Arc::clone(&slot),
+                offset,
+                stored_at: now,
+            });
+            let mut overflowed = 0;
+            for outbox in st.subscribers.values() {
+                if outbox.push(Arc::clone(&publication)) == Push::Overflowed {
+                    overflowed += 1;
+                }
+            }
+            self.metrics.publications.inc();
+            self.metrics.deliveries.inc_by(st.subscribers.len() as u64);
+            break Published {
+                offset,
+                epoch: Arc::clone(st.history.epoch()),
+                duplicate: false,
+                overflowed,
+            };
+        };
+        if self.history_bytes() > self.config.max_history_bytes {
+            self.evict(now, true);
+        }
+        Ok(published)
+    }
+
+    /// Registers `outbox` for `key` and, when `since` is given, snapshots what the client
+    /// missed: both under the channel lock (see the module docs).
+    pub fn subscribe(
+        &self,
+        key: &ChannelKey,
+        session: SessionId,
+        outbox: &Arc<Outbox>,
+        since: Option<(&str, u64)>,
+    ) -> Result<Subscribed, HubError> {
+        let now = Instant::now();
+        loop {
+            let slot = self.slot(key, now)?;
+            let mut st = slot.state.lock();
+            if st.removed {
+                continue;
+            }
+            if st.subscribers.insert(session, Arc::clone(outbox)).is_none() {
+                self.metrics.subscriptions.inc();
+            }
+            st.last_active = now;
+            let last = st.history.last_offset();
+            let (recovered, replay) = match since {
+                None => (None, Vec::new()),
+                Some((epoch, offset)) => match st.history.since(epoch, offset) {
+                    Recovery::Complete(replay) => (Some(true), replay),
+                    Recovery::Gone => (Some(false), Vec::new()),
+                },
+            };
+            return Ok(Subscribed {
+                channel_id: slot.id,
+                epoch: Arc::clone(st.history.epoch()),
+                offset: last,
+                recovered,
+                replay,
+            });
+        }
+    }
+
+    /// Removes `session` from `key`'s subscribers.
+    pub fn unsubscribe(&self, key: &ChannelKey, session: SessionId) {
+        let Some(slot) = self.channels.get(key).map(|s| Arc::clone(&s)) else {
+            return;
+        };
+        let mut st = slot.state.lock();
+        if st.subscribers.swap_remove(&session).is_some() {
+            self.metrics.subscriptions.dec();
+            st.last_active = Instant::now();
+        }
+    }
+
+    fn account(&self, added: usize, evicted: usize) {
+        if added >= evicted {
+            self.history_bytes
+                .fetch_add(added - evicted, Ordering::Relaxed);
+        } else {
+            self.history_bytes
+                .fetch_sub(evicted - added, Ordering::Relaxed);
+        }
+        self.metrics.history_bytes.set(self.history_bytes() as i64);
+    }
+
+    /// Pops the globally oldest entries while they are expired, or (with `budget`) while
+    /// the byte budget is exceeded. Never called under a channel lock.
+    fn evict(&self, now: Instant, budget: bool) {
+        loop {
+            let entry = {
+                let mut index = self.index.lock();
+                let Some(front) = index.front() else { break };
+                let expired = front.stored_at + self.config.history_ttl <= now;
+                let over = budget && self.history_bytes() > self.config.max_history_bytes;
+                if !expired && !over {
+                    break;
+                }
+                if over && !expired {
+                    self.metrics.limit_hit("history_bytes");
+                }
+                index.pop_front()
+            };
+            let Some(entry) = entry else { break };
+            // The entry may already be gone (count eviction); evict_through is then a no-op.
+            let freed = entry.slot.state.lock().history.evict_through(entry.offset);
+            self.account(0, freed);
+        }
+    }
+
+    /// Periodic maintenance: expires history by TTL and enforces the byte budget, then
+    /// forgets channels that have had no history, no subscriber and no activity for the
+    /// channel-state TTL. Their next use starts a new epoch, so a client that recovers
+    /// across that gets `recovered:false`, never a silent gap.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.evict(now, true);
+        let ttl = self.config.channel_state_ttl;
+        self.channels.retain(|_, slot| {
+            let mut st = slot.state.lock();
+            let idle =
+                st.subscribers.is_empty() && st.history.is_empty() && st.last_active + ttl <= now;
+            if idle {
+                st.removed = true;
+                self.metrics.channels.dec();
+            }
+            !idle
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

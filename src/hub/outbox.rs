@@ -1,0 +1,226 @@
+//! A session's outbound queue: bounded by frames and by bytes, filled by publishers,
+//! drained by the session's own task.
+//!
+//! Publishers never block and never touch the socket: a push is a short critical section
+//! on an uncontended mutex (no `.await` can happen under it, so a std-style lock is the
+//! right tool). When a push would pass either bound the outbox flips to *overflowed*,
+//! frees what it held and wakes the session, which closes with 4008; the client then
+//! recovers the missed publications from history. A slow client therefore costs the
+//! publisher nothing beyond the failed push.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::history::Publication;
+
+/// The bounds of one outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimits {
+    /// Most queued frames.
+    pub max_frames: usize,
+    /// Most queued bytes (by [`Publication::cost`]).
+    pub max_bytes: usize,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Queued for delivery.
+    Queued,
+    /// This push overflowed the queue; the session will close with 4008.
+    Overflowed,
+    /// The session is already overflowed or closing; nothing queued.
+    Dropped,
+}
+
+/// The queue overflowed; the session must close with 4008.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflowed;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    Overflowed,
+    Closed,
+}
+
+struct Inner {
+    queue: VecDeque<Arc<Publication>>,
+    bytes: usize,
+    state: State,
+}
+
+/// A session's bounded outbound queue.
+pub struct Outbox {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    limits: OutboxLimits,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = self.inner.lock();
+        f.debug_struct("Outbox")
+            .field("frames", &i.queue.len())
+            .field("bytes", &i.bytes)
+            .field("state", &i.state)
+            .finish()
+    }
+}
+
+impl Outbox {
+    /// An empty outbox; allocates nothing for the queue until the first push.
+    pub fn new(limits: OutboxLimits) -> Self {
+        Outbox {
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                bytes: 0,
+                state: State::Open,
+            }),
+            notify: Notify::new(),
+            limits,
+        }
+    }
+
+    /// Queues a publication without blocking.
+    pub fn push(&self, publication: Arc<Publication>) -> Push {
+        let cost = publication.cost();
+        let mut i = self.inner.lock();
+        if i.state != State::Open {
+            return Push::Dropped;
+        }
+        if i.queue.len() >= self.limits.max_frames || i.bytes + cost > self.limits.max_bytes {
+            i.state = State::Overflowed;
+            i.queue = VecDeque::new();
+            i.bytes = 0;
+            drop(i);
+            self.notify.notify_one();
+            return Push::Overflowed;
+        }
+        let was_empty = i.queue.is_empty();
+        i.queue.push_back(publication);
+        i.bytes += cost;
+        drop(i);
+        if was_empty {
+            // One wake-up per batch: the session drains everything queued at once.
+            self.notify.notify_one();
+        }
+        Push::Queued
+    }
+
+    /// Moves everything queued into `out` (which should be empty; its allocation is
+    /// reused as the outbox's next queue).
+    pub fn drain_into(&self, out: &mut VecDeque<Arc<Publication>>) -> Result<(), Overflowed> {
+        let mut i = self.inner.lock();
+        if i.state == State::Overflowed {
+            return Err(Overflowed);
+        }
+        std::mem::swap(&mut i.queue, out);
+        i.bytes = 0;
+        Ok(())
+    }
+
+    /// Waits until something was queued or the queue overflowed.
+    pub async fn ready(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Marks the session as closing: later pushes are dropped and the memory is freed.
+    pub fn close(&self) {
+        let mut i = self.inner.lock();
+        i.state = State::Closed;
+        i.queue = VecDeque::new();
+        i.bytes = 0;
+    }
+
+    /// Frames queued now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().queue.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::ws::Utf8Bytes;
+
+    use super::*;
+
+    fn p(offset: u64, size: usize) -> Arc<Publication> {
+        Arc::new(Publication {
+            channel_id: 1,
+            offset,
+            frame: Utf8Bytes::from("x".repeat(size)),
+        })
+    }
+
+    #[test]
+    fn bounded_by_frames() {
+        let o = Outbox::new(OutboxLimits {
+            max_frames: 2,
+            max_bytes: 1 << 20,
+        });
+        assert_eq!(o.push(p(1, 10)), Push::Queued);
+        assert_eq!(o.push(p(2, 10)), Push::Queued);
+        assert_eq!(o.push(p(3, 10)), Push::Overflowed);
+        assert_eq!(o.push(p(4, 10)), Push::Dropped);
+        let mut out = VecDeque::new();
+        assert_eq!(o.drain_into(&mut out), Err(Overflowed));
+    }
+
+    #[test]
+    fn bounded_by_bytes() {
+        let o = Outbox::new(OutboxLimits {
+            max_frames: 100,
+            max_bytes: 300,
+        });
+        assert_eq!(o.push(p(1, 100)), Push::Queued);
+        assert_eq!(o.push(p(2, 100)), Push::Overflowed);
+    }
+
+    #[test]
+    fn drain_takes_everything_in_order_and_resets_the_byte_count() {
+        let o = Outbox::new(OutboxLimits {
+            max_frames: 3,
+            max_bytes: 1 << 20,
+        });
+        for i in 1..=3 {
+            o.push(p(i, 10));
+        }
+        let mut out = VecDeque::new();
+        o.drain_into(&mut out).unwrap();
+        assert_eq!(
+            out.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(o.is_empty());
+        assert_eq!(o.push(p(4, 10)), Push::Queued);
+        o.close();
+        assert_eq!(o.push(p(5, 10)), Push::Dropped);
+        assert!(o.is_empty());
+    }
+
+    #[tokio::test]
+    async fn wakes_the_session_once_per_batch() {
+        let o = Arc::new(Outbox::new(OutboxLimits {
+            max_frames: 10,
+            max_bytes: 1 << 20,
+        }));
+        o.push(p(1, 1));
+        o.push(p(2, 1));
+        // The stored permit from the first push makes this return at once.
+        tokio::time::timeout(std::time::Duration::from_secs(5), o.ready())
+            .await
+            .unwrap();
+        let mut out = VecDeque::new();
+        o.drain_into(&mut out).unwrap();
+        assert_eq!(out.len(), 2);
+    }
+}

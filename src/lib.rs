@@ -1,0 +1,176 @@
+//! # sealcast
+//!
+//! A realtime relay for web apps whose data must stay private from the relay itself.
+//! Browser widgets hold a WebSocket open, the app's backend publishes over HTTPS, and the
+//! relay fans each publication out in milliseconds. Payloads are AES-256-GCM ciphertext
+//! made by the app; the relay routes on clear-text channel and event names and never
+//! holds a payload key.
+//!
+//! ## Data flow
+//!
+//! ```text
+//! browser ──ws──▶ ws::session ──▶ broker ──▶ hub (channels: history + subscribers)
+//!                    ▲                         │ push Arc<Publication> (encoded once)
+//!                    └──── hub::Outbox ◀───────┘ (bounded; overflow closes with 4008)
+//! app backend ──https──▶ http::publish ──▶ broker
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`protocol`]: frames, validated names, close codes. Input becomes types here.
+//! - [`auth`]: HS512 JWT verification into typed claims; secrets that redact themselves.
+//! - [`history`]: one channel's ring of publications, offsets and epoch; no I/O.
+//! - [`hub`]: channels, subscribers and history under one lock per channel; no I/O.
+//! - [`broker`]: the trait the transports publish and subscribe through; in-memory today.
+//! - [`ws`]: the upgrade and one task per socket.
+//! - [`http`]: the publish API, health and metrics.
+//! - [`config`], [`telemetry`], [`shutdown`]: the process around it.
+//! - [`client`]: a small Rust client of the protocol, used by the tests and tools.
+//! - [`payload`]: the app-side encryption of PROTOCOL.md 5 (never used on the relay's
+//!   data path), for dev mode, the CLI, tests and the load tool.
+
+pub mod auth;
+pub mod broker;
+pub mod client;
+pub mod config;
+pub mod dev;
+pub mod history;
+pub mod http;
+pub mod hub;
+pub mod payload;
+pub mod protocol;
+pub mod shutdown;
+pub mod telemetry;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::broker::Broker;
+use crate::broker::memory::MemoryBroker;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::telemetry::Metrics;
+
+/// Everything a request or session handler needs, shared by `Arc`.
+#[derive(Debug)]
+pub struct AppState {
+    /// The configuration.
+    pub config: Config,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// Where publications go.
+    pub broker: Arc<dyn Broker>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when shutdown starts.
+    pub shutdown: CancellationToken,
+    /// Tracks session tasks so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    /// False once shutdown starts.
+    pub ready: AtomicBool,
+    next_session: AtomicU64,
+}
+
+impl AppState {
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A bound, not yet running relay.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Binds the listener and builds the state with the in-memory broker.
+    pub async fn bind(config: Config) -> std::io::Result<Server> {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(config.hub(), Arc::clone(&metrics)));
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub));
+        Self::bind_with_broker(config, broker, metrics).await
+    }
+
+    /// Binds with a given broker.
+    pub async fn bind_with_broker(
+        config: Config,
+        broker: Arc<dyn Broker>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let auth = Authenticator::new(
+            config.apps.iter().map(|a| {
+                (
+                    a.id.clone(),
+                    a.keys
+                        .iter()
+                        .map(|k| (Some(k.kid.clone()), &k.secret))
+                        .collect(),
+                )
+            }),
+            config.token_policy(),
+        );
+        let state = Arc::new(AppState {
+            config,
+            auth,
+            broker,
+            metrics,
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            ready: AtomicBool::new(false),
+            next_session: AtomicU64::new(1),
+        });
+        Ok(Server { listener, state })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The shared state (tests read metrics through it).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves until `stop` is cancelled, then shuts down in order (see [`shutdown`]).
+    pub async fn run(self, stop: CancellationToken) -> std::io::Result<()> {
+        let state = self.state;
+        let sweeper = tokio::spawn(sweep_loop(Arc::clone(&state)));
+        let app = http::router(Arc::clone(&state));
+        state.ready.store(true, Ordering::Release);
+        let listening = state.shutdown.clone();
+        let serve = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { listening.cancelled().await });
+        let serving = tokio::spawn(async move { serve.await });
+        stop.cancelled().await;
+        shutdown::drain(&state, serving).await;
+        sweeper.abort();
+        Ok(())
+    }
+}
+
+async fn sweep_loop(state: Arc<AppState>) {
+    let period =
+        (state.config.history.ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        state.broker.sweep();
+    }
+}

@@ -1,0 +1,574 @@
+//! One WebSocket session: the only task that touches its socket.
+//!
+//! The task authenticates the first frame, then loops over five event sources (inbound
+//! frames, its outbox, the ping timer, the idle and expiry deadlines, and shutdown) and
+//! ends with exactly one close code. Publishers reach it only through its
+//! [`Outbox`](crate::hub::Outbox).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use tokio::time::{Instant, Sleep, sleep, sleep_until};
+
+use crate::AppState;
+use crate::auth::{ConnectClaims, Rejection, TokenError, unix_now};
+use crate::history::Publication;
+use crate::hub::{ChannelKey, Outbox, SessionId};
+use crate::protocol::{Channel, ClientFrame, CloseCode, ErrorCode, FrameError, ServerFrame, Since};
+
+/// How long the relay waits for the client's answer to its close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Runs a session to its end.
+pub async fn run(mut socket: WebSocket, state: Arc<AppState>, peer: SocketAddr) {
+    let metrics = Arc::clone(&state.metrics);
+    metrics.connections.inc();
+    metrics.connections_total.inc();
+    let code = match authenticate(&mut socket, &state, peer).await {
+        Ok(claims) => {
+            let mut session = Session::new(Arc::clone(&state), claims, peer);
+            let code = session.serve(&mut socket).await;
+            session.leave();
+            code
+        }
+        Err(code) => code,
+    };
+    if let Some(code) = code {
+        close(&mut socket, code).await;
+        metrics.disconnected(code.name());
+    } else {
+        metrics.disconnected("client_closed");
+    }
+    metrics.connections.dec();
+}
+
+/// Sends a close frame, then waits briefly for the client's reply so that the close frame
+/// is not lost to a TCP reset.
+async fn close(socket: &mut WebSocket, code: CloseCode) {
+    let frame = CloseFrame {
+        code: code.code(),
+        reason: Utf8Bytes::from_static(code.name()),
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        if socket.send(Message::Close(Some(frame))).await.is_ok() {
+            while let Some(Ok(_)) = socket.recv().await {}
+        }
+    })
+    .await;
+}
+
+fn is_too_large(e: &axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner: &(dyn std::error::Error + 'static) = e;
+    let mut source = Some(inner);
+    while let Some(err) = source {
+        if let Some(WsError::Capacity(_)) = err.downcast_ref::<WsError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Waits for the `connect` frame and verifies its token. `Err(None)` means the client
+/// went away; `Err(Some(code))` means close with that code.
+async fn authenticate(
+    socket: &mut WebSocket,
+    state: &AppState,
+    peer: SocketAddr,
+) -> Result<ConnectClaims, Option<CloseCode>> {
+    let deadline = Instant::now() + state.config.websocket.auth_timeout;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Err(_) => {
+                audit_rejection(state, peer, None, "auth_timeout");
+                return Err(Some(CloseCode::Unauthorized));
+            }
+            Ok(None) => return Err(None),
+            Ok(Some(Err(e))) if is_too_large(&e) => return Err(Some(CloseCode::FrameTooLarge)),
+            Ok(Some(Err(_))) => return Err(None),
+            Ok(Some(Ok(m))) => m,
+        };
+        let text = match msg {
+            Message::Text(t) => t,
+            // Control frames are transport, not protocol; keep waiting.
+            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Close(_) => return Err(None),
+            Message::Binary(_) => return Err(Some(CloseCode::ProtocolViolation)),
+        };
+        let token = match ClientFrame::parse(&text) {
+            Ok(ClientFrame::Connect { token }) => token,
+            Err(FrameError::BadRequest { .. }) => {
+                // A `connect` without a usable token field.
+                audit_rejection(state, peer, None, "malformed");
+                return Err(Some(CloseCode::Unauthorized));
+            }
+            Ok(_) | Err(FrameError::Violation) => return Err(Some(CloseCode::ProtocolViolation)),
+        };
+        return match state.auth.verify_connect(&token, unix_now()) {
+            Ok(claims) => Ok(claims),
+            Err(r) => {
+                audit_rejection(state, peer, Some(&r), r.reason.label());
+                Err(Some(match r.reason {
+                    TokenError::Expired => CloseCode::TokenExpired,
+                    _ => CloseCode::Unauthorized,
+                }))
+            }
+        };
+    }
+}
+
+fn audit_rejection(state: &AppState, peer: SocketAddr, r: Option<&Rejection>, reason: &str) {
+    state.metrics.token_rejected(reason);
+    tracing::warn!(
+        target: "audit",
+        event = "token_refused",
+        reason,
+        app = r.and_then(|r| r.app.as_ref()).map(|a| a.as_str()),
+        kid = r.and_then(|r| r.kid.as_deref()),
+        peer = %peer,
+        "connect token refused"
+    );
+}
+
+/// The instant at which a token with this `exp` stops being valid (`exp` + leeway).
+fn expiry_instant(exp: i64, leeway: Duration) -> Instant {
+    let exp = UNIX_EPOCH + Duration::from_secs(u64::try_from(exp).unwrap_or(0)) + leeway;
+    let left = exp
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + left
+}
+
+struct Subscription {
+    channel: Channel,
+    last_offset: u64,
+}
+
+struct Session {
+    state: Arc<AppState>,
+    claims: ConnectClaims,
+    peer: SocketAddr,
+    id: SessionId,
+    public_id: String,
+    outbox: Arc<Outbox>,
+    /// By the hub's channel id, as carried by queued publications.
+    subs: HashMap<u64, Subscription>,
+    /// Channel name to channel id, for unsubscribe and duplicate checks.
+    by_name: HashMap<Channel, u64>,
+    expires: Instant,
+    batch: VecDeque<Arc<Publication>>,
+}
+
+/// What the frame handler wants the loop to do next.
+enum Next {
+    Continue,
+    Close(CloseCode),
+    Gone,
+}
+
+impl Session {
+    fn new(state: Arc<AppState>, claims: ConnectClaims, peer: SocketAddr) -> Self {
+        let outbox = Arc::new(Outbox::new(state.config.outbox()));
+        let expires = expiry_instant(claims.exp, state.config.tokens.leeway);
+        Session {
+            id: state.next_session_id(),
+            public_id: hex::encode(rand::random::<[u8; 8]>()),
+            state,
+            claims,
+            peer,
+            outbox,
+            subs: HashMap::new(),
+            by_name: HashMap::new(),
+            expires,
+            batch: VecDeque::new(),
+        }
+    }
+
+    fn key(&self, channel: &Channel) -> ChannelKey {
+        ChannelKey {
+            app: self.claims.app.clone(),
+            channel: channel.clone(),
+        }
+    }
+
+    /// Removes every subscription from the broker.
+    fn leave(&mut self) {
+        self.outbox.close();
+        for (_, sub) in self.subs.drain() {
+            let key = ChannelKey {
+                app: self.claims.app.clone(),
+                channel: sub.channel,
+            };
+            self.state.broker.unsubscribe(&key, self.id);
+        }
+    }
+
+    async fn send(&self, socket: &mut WebSocket, frame: ServerFrame<'_>) -> Result<(), ()> {
+        let text = frame.encode();
+        match tokio::time::timeout(
+            self.state.config.websocket.write_timeout,
+            socket.send(Message::Text(text.into())),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    /// The main loop. Returns the close code to send, or `None` if the client went away.
+    async fn serve(&mut self, socket: &mut WebSocket) -> Option<CloseCode> {
+        let ws = self.state.config.websocket.clone();
+        let connected = ServerFrame::Connected {
+            session: &self.public_id,
+            ns: self.claims.ns.as_str(),
+            expires_at: self.claims.exp,
+        };
+        self.send(socket, connected).await.ok()?;
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + ws.ping_interval, ws.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let idle = sleep(ws.idle_timeout);
+        tokio::pin!(idle);
+        let expiry = sleep_until(self.expires);
+        tokio::pin!(expiry);
+        let shutdown = self.state.shutdown.clone();
+        let mut drain: Option<std::pin::Pin<Box<Sleep>>> = None;
+        let outbox = Arc::clone(&self.outbox);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if drain.is_none() => {
+                    // Close at a random moment of the drain window (PROTOCOL.md 3.4, 1001).
+                    let window = self.state.config.shutdown.drain;
+                    let delay = window.mul_f64(rand::random::<f64>());
+                    drain = Some(Box::pin(sleep(delay)));
+                }
+                _ = async { drain.as_mut().expect("guarded").await }, if drain.is_some() => {
+                    return Some(CloseCode::GoingAway);
+                }
+                _ = &mut expiry => return Some(CloseCode::TokenExpired),
+                _ = &mut idle => return Some(CloseCode::GoingAway),
+                _ = outbox.ready() => {
+                    if let Err(code) = self.flush_outbox(socket).await {
+                        return code;
+                    }
+                }
+                _ = ping.tick() => {
+                    let sent = tokio::time::timeout(ws.write_timeout, socket.send(Message::Ping(Default::default()))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        return None;
+                    }
+                }
+                msg = socket.recv() => {
+                    let msg = match msg {
+                        None => return None,
+                        Some(Err(e)) if is_too_large(&e) => return Some(CloseCode::FrameTooLarge),
+                        Some(Err(_)) => return None,
+                        Some(Ok(m)) => m,
+                    };
+                    idle.as_mut().reset(Instant::now() + ws.idle_timeout);
+                    let next = match msg {
+                        Message::Text(t) => self.on_frame(socket, &t).await,
+                        Message::Binary(_) => Next::Close(CloseCode::ProtocolViolation),
+                        Message::Ping(_) | Message::Pong(_) => Next::Continue,
+                        Message::Close(_) => Next::Gone,
+                    };
+                    match next {
+                        Next::Continue => {
+                            // A refresh may have moved the deadline.
+                            expiry.as_mut().reset(self.expires);
+                        }
+                        Next::Close(code) => return Some(code),
+                        Next::Gone => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes everything queued, in one flush. Drops frames of channels no longer
+    /// subscribed and frames at or below the last offset sent (the replay overlap).
+    async fn flush_outbox(&mut self, socket: &mut WebSocket) -> Result<(), Option<CloseCode>> {
+        if self.outbox.drain_into(&mut self.batch).is_err() {
+            self.state.metrics.limit_hit("outbound_queue");
+            return Err(Some(CloseCode::SlowConsumer));
+        }
+        let write_timeout = self.state.config.websocket.write_timeout;
+        let subs = &mut self.subs;
+        let batch = &mut self.batch;
+        let written = tokio::time::timeout(write_timeout, async {
+            let mut any = false;
+            for p in batch.drain(..) {
+                let Some(sub) = subs.get_mut(&p.channel_id) else {
+                    continue;
+                };
+                if p.offset <= sub.last_offset {
+                    continue;
+                }
+                sub.last_offset = p.offset;
+                socket.feed(Message::Text(p.frame.clone())).await?;
+                any = true;
+            }
+            if any {
+                socket.flush().await?;
+            }
+            Ok::<(), axum::Error>(())
+        })
+        .await;
+        if self.batch.capacity() > 64 {
+            self.batch = VecDeque::new();
+        }
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(None),
+            Err(_) => {
+                self.state.metrics.limit_hit("write_timeout");
+                Err(Some(CloseCode::SlowConsumer))
+            }
+        }
+    }
+
+    async fn reply_error(
+        &self,
+        socket: &mut WebSocket,
+        id: Option<u64>,
+        code: ErrorCode,
+        message: &str,
+    ) -> Next {
+        match self
+            .send(socket, ServerFrame::Error { id, code, message })
+            .await
+        {
+            Ok(()) => Next::Continue,
+            Err(()) => Next::Gone,
+        }
+    }
+
+    async fn on_frame(&mut self, socket: &mut WebSocket, text: &str) -> Next {
+        match ClientFrame::parse(text) {
+            Err(FrameError::Violation) => Next::Close(CloseCode::ProtocolViolation),
+            Err(FrameError::BadRequest { id, message }) => {
+                self.reply_error(socket, id, ErrorCode::BadRequest, &message)
+                    .await
+            }
+            // A second connect on an authenticated session is a protocol violation.
+            Ok(ClientFrame::Connect { .. }) => Next::Close(CloseCode::ProtocolViolation),
+            Ok(ClientFrame::Subscribe { id, channel, since }) => {
+                self.subscribe(socket, id, channel, since).await
+            }
+            Ok(ClientFrame::Unsubscribe { id, channel }) => {
+                self.unsubscribe(socket, id, channel).await
+            }
+            Ok(ClientFrame::Refresh { id, token }) => self.refresh(socket, id, &token).await,
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        socket: &mut WebSocket,
+        id: Option<u64>,
+        channel: Channel,
+        since: Option<Since>,
+    ) -> Next {
+        if !channel.in_namespace(&self.claims.ns) {
+            self.state.metrics.forbidden.inc();
+            tracing::warn!(
+                target: "audit",
+                event = "namespace_violation",
+                app = self.claims.app.as_str(),
+                sub = self.claims.sub.as_str(),
+                ns = self.claims.ns.as_str(),
+                channel = channel.as_str(),
+                session = self.public_id.as_str(),
+                peer = %self.peer,
+                "subscribe outside the token's namespace refused"
+            );
+            return self
+                .reply_error(
+                    socket,
+                    id,
+                    ErrorCode::Forbidden,
+                    "channel outside the token's namespace",
+                )
+                .await;
+        }
+        if self.by_name.contains_key(&channel) {
+            return self
+                .reply_error(
+                    socket,
+                    id,
+                    ErrorCode::BadRequest,
+                    "already subscribed to this channel",
+                )
+                .await;
+        }
+        if self.subs.len() >= self.state.config.websocket.max_subscriptions {
+            self.state.metrics.limit_hit("subscriptions_per_connection");
+            return self
+                .reply_error(
+                    socket,
+                    id,
+                    ErrorCode::LimitExceeded,
+                    "too many subscriptions on this connection",
+                )
+                .await;
+        }
+        let key = self.key(&channel);
+        let since_pos = since.as_ref().map(|s| (s.epoch.as_str(), s.offset));
+        let sub = match self
+            .state
+            .broker
+            .subscribe(&key, self.id, &self.outbox, since_pos)
+            .await
+        {
+            Ok(s) => s,
+            Err(crate::broker::BrokerError::Hub(_)) => {
+                return self
+                    .reply_error(
+                        socket,
+                        id,
+                        ErrorCode::LimitExceeded,
+                        "channel limit reached",
+                    )
+                    .await;
+            }
+            Err(crate::broker::BrokerError::Unavailable) => {
+                return Next::Close(CloseCode::InternalError);
+            }
+        };
+        self.subs.insert(
+            sub.channel_id,
+            Subscription {
+                channel: channel.clone(),
+                last_offset: sub.offset,
+            },
+        );
+        self.by_name.insert(channel.clone(), sub.channel_id);
+        let reply = ServerFrame::Subscribed {
+            id,
+            channel: channel.as_str(),
+            epoch: &sub.epoch,
+            offset: sub.offset,
+            recovered: sub.recovered,
+        };
+        if self.send(socket, reply).await.is_err() {
+            return Next::Gone;
+        }
+        if !sub.replay.is_empty() {
+            self.state.metrics.replayed.inc_by(sub.replay.len() as u64);
+            let timeout = self.state.config.websocket.write_timeout;
+            let sent = tokio::time::timeout(timeout, async {
+                for p in &sub.replay {
+                    socket.feed(Message::Text(p.frame.clone())).await?;
+                }
+                socket.flush().await
+            })
+            .await;
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Next::Gone,
+                Err(_) => return Next::Close(CloseCode::SlowConsumer),
+            }
+        }
+        Next::Continue
+    }
+
+    async fn unsubscribe(
+        &mut self,
+        socket: &mut WebSocket,
+        id: Option<u64>,
+        channel: Channel,
+    ) -> Next {
+        let Some(channel_id) = self.by_name.remove(&channel) else {
+            return self
+                .reply_error(
+                    socket,
+                    id,
+                    ErrorCode::BadRequest,
+                    "not subscribed to this channel",
+                )
+                .await;
+        };
+        self.subs.remove(&channel_id);
+        self.state.broker.unsubscribe(&self.key(&channel), self.id);
+        match self
+            .send(
+                socket,
+                ServerFrame::Unsubscribed {
+                    id,
+                    channel: channel.as_str(),
+                },
+            )
+            .await
+        {
+            Ok(()) => Next::Continue,
+            Err(()) => Next::Gone,
+        }
+    }
+
+    async fn refresh(&mut self, socket: &mut WebSocket, id: Option<u64>, token: &str) -> Next {
+        let claims = match self.state.auth.verify_connect(token, unix_now()) {
+            Ok(c) => c,
+            Err(r) => {
+                audit_rejection(&self.state, self.peer, Some(&r), r.reason.label());
+                return self
+                    .reply_error(socket, id, ErrorCode::Unauthorized, "refresh token refused")
+                    .await;
+            }
+        };
+        if claims.app != self.claims.app
+            || claims.sub != self.claims.sub
+            || claims.ns != self.claims.ns
+        {
+            tracing::warn!(
+                target: "audit",
+                event = "refresh_mismatch",
+                app = self.claims.app.as_str(),
+                sub = self.claims.sub.as_str(),
+                ns = self.claims.ns.as_str(),
+                session = self.public_id.as_str(),
+                peer = %self.peer,
+                "refresh token for another app, user or namespace refused"
+            );
+            return self
+                .reply_error(
+                    socket,
+                    id,
+                    ErrorCode::Forbidden,
+                    "refresh token must have the same iss, sub and ns",
+                )
+                .await;
+        }
+        tracing::info!(
+            target: "audit",
+            event = "refresh",
+            app = self.claims.app.as_str(),
+            sub = self.claims.sub.as_str(),
+            session = self.public_id.as_str(),
+            expires_at = claims.exp,
+            "session token refreshed"
+        );
+        self.expires = expiry_instant(claims.exp, self.state.config.tokens.leeway);
+        let exp = claims.exp;
+        self.claims = claims;
+        match self
+            .send(
+                socket,
+                ServerFrame::Refreshed {
+                    id,
+                    expires_at: exp,
+                },
+            )
+            .await
+        {
+            Ok(()) => Next::Continue,
+            Err(()) => Next::Gone,
+        }
+    }
+}
