@@ -266,6 +266,14 @@ impl Hub {
             }
             self.metrics.publications.inc();
             self.metrics.deliveries.inc_by(st.subscribers.len() as u64);
+            if overflowed > 0 {
+                self.metrics
+                    .limits
+                    .get_or_create(&crate::telemetry::NameLabel {
+                        name: "outbound_queue".into(),
+                    })
+                    .inc_by(overflowed as u64);
+            }
             break Published {
                 offset,
                 epoch: Arc::clone(st.history.epoch()),

@@ -296,7 +296,7 @@ impl Session {
     /// subscribed and frames at or below the last offset sent (the replay overlap).
     async fn flush_outbox(&mut self, socket: &mut WebSocket) -> Result<(), Option<CloseCode>> {
         if self.outbox.drain_into(&mut self.batch).is_err() {
-            self.state.metrics.limit_hit("outbound_queue");
+            // Counted by the hub when the push overflowed.
             return Err(Some(CloseCode::SlowConsumer));
         }
         let write_timeout = self.state.config.websocket.write_timeout;
