@@ -1,0 +1,415 @@
+//! The real `sealcast` binary: config refusals, dev mode's printed commands, the token
+//! CLI, audit records, log secrecy and SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use sealcast::client::{Client, Publisher};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sealcast");
+
+/// A running binary, killed on drop; stderr collected in the background.
+struct Proc {
+    child: Child,
+    stdout_lines: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+    addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn sealcast");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    {
+        let mut err = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no listening line; stderr: {}", stderr.lock().unwrap()));
+        if let Some(rest) = line.strip_prefix("sealcast listening on http://") {
+            break rest.to_string();
+        }
+        lines.push(line);
+    };
+    Proc {
+        child,
+        stdout_lines: lines,
+        stderr,
+        addr,
+    }
+}
+
+fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("sealcast.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\n{extra}\n[shutdown]\ndrain = \"200ms\"\n[[apps]]\nid = \"acme\"\n[[apps.keys]]\nkid = \"k1\"\nsecret_env = \"ACME_KEY_1\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sealcast-cli-{name}-{}", std::process::id()))
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+const SECRET: &str = "acme-key-one-0123456789abcdefghijklmnop";
+
+#[test]
+fn bad_configs_refuse_to_start_and_name_the_key() {
+    let dir = temp_dir("bad");
+    let cases = [
+        ("", vec![("ACME_KEY_1", "too-short")], "apps[0].keys[0]"),
+        ("", vec![], "ACME_KEY_1"),
+        (
+            "[history]\nmax_per_chanel = 5\n",
+            vec![("ACME_KEY_1", SECRET)],
+            "max_per_chanel",
+        ),
+        (
+            "[tokens]\nmax_connect_lifetime = \"25h\"\n",
+            vec![("ACME_KEY_1", SECRET)],
+            "tokens.max_connect_lifetime",
+        ),
+    ];
+    for (extra, env, needle) in cases {
+        let path = write_config(&dir, extra);
+        let out = run(&["serve", "--config", path.to_str().unwrap()], &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{needle}");
+        assert!(stderr.contains(needle), "{needle} not in: {stderr}");
+        assert!(!stderr.contains(SECRET));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_session_logs_audit_records_but_never_a_token_secret_or_payload() {
+    let dir = temp_dir("logs");
+    let path = write_config(&dir, "");
+    let p = spawn(
+        &["serve", "--config", path.to_str().unwrap()],
+        &[("ACME_KEY_1", SECRET), ("RUST_LOG", "trace")],
+    );
+    let ws = format!("ws://{}/v1/ws", p.addr);
+    let connect = connect_token(NS, "audited-user", 600);
+    let (mut c, _) = Client::connect(&ws, &connect).await.unwrap();
+    let outside = format!("{NS}0#gadget-9");
+    assert_eq!(
+        c.subscribe(&outside, None).await.unwrap()["code"],
+        "forbidden"
+    );
+    let ch = channel("g");
+    c.subscribe(&ch, None).await.unwrap();
+    let data = sealed(&ch, "Ev", "top secret plaintext");
+    let publish_tok = publish_token(None);
+    let a = Publisher::new(&format!("http://{}", p.addr))
+        .publish(&publish_tok, &ch, "Ev", &data, Some("idem-key-1"))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(c.frame(WAIT).await.unwrap()["data"], data);
+    let refreshed = connect_token(NS, "audited-user", 900);
+    assert_eq!(
+        c.request(json!({"type":"refresh","token":refreshed}))
+            .await
+            .unwrap()["type"],
+        "refreshed"
+    );
+    // A refused token, for its audit record.
+    let bad = sealcast::auth::MintClaims::connect("acme", NS, "u", sealcast::auth::unix_now(), 60)
+        .sign(Some("k1"), b"wrong-secret-wrong-secret-wrong-secret");
+    let mut b = Client::open(&ws).await.unwrap();
+    b.send(&json!({"type":"connect","token":bad}))
+        .await
+        .unwrap();
+    assert_eq!(b.closed(WAIT).await.unwrap(), Some(4001));
+    c.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logs = p.stderr.lock().unwrap().clone();
+    // Audit records with their fields.
+    let violation = logs
+        .lines()
+        .find(|l| l.contains("namespace_violation"))
+        .unwrap_or_else(|| panic!("no audit record in: {logs}"));
+    for field in [
+        "audit",
+        "acme",
+        "audited-user",
+        NS,
+        outside.as_str(),
+        "session",
+        "peer=127.0.0.1:",
+    ] {
+        assert!(
+            violation.contains(field),
+            "{field} missing from {violation}"
+        );
+    }
+    let refused = logs
+        .lines()
+        .find(|l| l.contains("token_refused"))
+        .expect("token refusal audited");
+    assert!(
+        refused.contains("bad_signature") && refused.contains("kid") && refused.contains("peer="),
+        "{refused}"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("audit") && l.contains("event=\"refresh\"")
+                || l.contains("event=refresh")),
+        "refresh audited"
+    );
+    // Nothing secret.
+    let secrets = [
+        ("connect token", connect.as_str()),
+        ("refresh token", refreshed.as_str()),
+        ("publish token", publish_tok.as_str()),
+        ("refused token", bad.as_str()),
+        ("payload", data.as_str()),
+        ("app secret", SECRET),
+        ("plaintext", "top secret plaintext"),
+    ];
+    for (what, secret) in secrets {
+        if let Some(line) = logs.lines().find(|l| l.contains(secret)) {
+            // Name the leak and where it came from, without printing the secret itself.
+            panic!(
+                "the {what} reached the logs in: {}",
+                line.replace(secret, "<SECRET>")
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            );
+        }
+    }
+    for part in connect.split('.').chain(data.get(..24)) {
+        assert!(
+            !logs.contains(part),
+            "part of a token or payload reached the logs"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_sessions_with_1001_and_exits_cleanly() {
+    let dir = temp_dir("term");
+    let path = write_config(&dir, "");
+    let mut p = spawn(
+        &["serve", "--config", path.to_str().unwrap()],
+        &[("ACME_KEY_1", SECRET)],
+    );
+    let ws = format!("ws://{}/v1/ws", p.addr);
+    let (mut c, _) = Client::connect(&ws, &connect_token(NS, "u", 600))
+        .await
+        .unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(c.closed(WAIT).await.unwrap(), Some(1001));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_prints_commands_that_work() {
+    let p = spawn(&["serve", "--dev"], &[("SEALCAST_LISTEN", "127.0.0.1:0")]);
+    let banner = p.stdout_lines.join("\n");
+    let grab = |after: &str, until: char| -> String {
+        let start = banner
+            .find(after)
+            .unwrap_or_else(|| panic!("{after} not in {banner}"))
+            + after.len();
+        banner[start..].split(until).next().unwrap().to_string()
+    };
+    let connect = grab("{\"type\":\"connect\",\"token\":\"", '"');
+    let publish_tok = grab("Authorization: Bearer ", '\'');
+    let body = grab("-d '", '\'');
+    let key = grab("export SEALCAST_PAYLOAD_KEY=", '\n');
+    let secret = grab("export SEALCAST_DEV_SECRET='", '\'');
+    // The printed connect token works, and the printed curl body publishes to its channel.
+    let ws = format!("ws://{}/v1/ws", p.addr);
+    let (mut c, connected) = Client::connect(&ws, &connect).await.unwrap();
+    assert_eq!(connected["ns"], sealcast::dev::DEV_NS);
+    c.subscribe(sealcast::dev::DEV_CHANNEL, None).await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let a = Publisher::new(&format!("http://{}", p.addr))
+        .post("/v1/publish", &publish_tok, &body)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let f = c.frame(WAIT).await.unwrap();
+    // The printed key decrypts it, through the printed decrypt command.
+    let out = run(
+        &[
+            "decrypt",
+            "--key-env",
+            "K",
+            "--channel",
+            sealcast::dev::DEV_CHANNEL,
+            "--event",
+            "Hello",
+            f["data"].as_str().unwrap(),
+        ],
+        &[("K", key.trim())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("from the dev backend"));
+    // The printed secret mints tokens the relay accepts.
+    let out = run(
+        &[
+            "token",
+            "connect",
+            "--app",
+            "dev",
+            "--kid",
+            "dev",
+            "--ns",
+            "dev/dashboard-1",
+            "--sub",
+            "x",
+            "--ttl",
+            "10m",
+            "--secret-env",
+            "S",
+        ],
+        &[("S", &secret)],
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(Client::connect(&ws, &token).await.is_ok());
+}
+
+#[test]
+fn keygen_and_token_commands() {
+    let out = run(&["keygen"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("app secret") && text.contains("payload key"));
+    let out = run(
+        &[
+            "token",
+            "publish",
+            "--app",
+            "acme",
+            "--kid",
+            "k1",
+            "--ttl",
+            "60s",
+            "--secret-env",
+            "S",
+        ],
+        &[("S", SECRET)],
+    );
+    assert!(out.status.success());
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let auth = sealcast::auth::Authenticator::new(
+        [(
+            sealcast::protocol::AppId::parse("acme").unwrap(),
+            vec![(
+                Some("k1".into()),
+                &sealcast::auth::Secret::new(SECRET.into()),
+            )],
+        )],
+        Default::default(),
+    );
+    let claims = auth
+        .verify_publish(&token, sealcast::auth::unix_now())
+        .unwrap();
+    assert_eq!(claims.exp - sealcast::auth::unix_now(), 60);
+    // A short secret is refused; so is an over-long lifetime, by the relay.
+    let out = run(
+        &["token", "publish", "--app", "acme", "--secret-env", "S"],
+        &[("S", "short")],
+    );
+    assert!(!out.status.success());
+    let out = run(
+        &[
+            "encrypt",
+            "--key-env",
+            "K",
+            "--channel",
+            "a#b",
+            "--event",
+            "E",
+            "{}",
+        ],
+        &[("K", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")],
+    );
+    assert!(out.status.success());
+    let data = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        sealcast::payload::decrypt(&[0u8; 32], "a#b", "E", &data).unwrap(),
+        b"{}"
+    );
+}
