@@ -37,6 +37,7 @@ pub mod dev;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod load;
 pub mod payload;
 pub mod protocol;
 pub mod shutdown;
