@@ -1,5 +1,8 @@
 //! A small client of the protocol: a WebSocket subscriber and an HTTP publisher.
-//! The integration tests and the load tool are written on it.
+//! The integration tests and the load tool are written on it; [`lean`] is the same
+//! protocol with a minimal codec, for reading many sockets at load.
+
+pub mod lean;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -66,9 +69,31 @@ impl Client {
         })
     }
 
+    /// Opens a `wss://` socket trusting the roots of `tls`, without authenticating.
+    pub async fn open_tls(
+        url: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Client, ClientError> {
+        let connector = tokio_tungstenite::Connector::Rustls(tls);
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
+                .await?;
+        Ok(Client {
+            ws,
+            pending: VecDeque::new(),
+            next_id: 1,
+        })
+    }
+
     /// Opens and authenticates; returns the `connected` frame.
     pub async fn connect(url: &str, token: &str) -> Result<(Client, Value), ClientError> {
-        let mut c = Client::open(url).await?;
+        let c = Client::open(url).await?;
+        c.authenticate(token).await
+    }
+
+    /// Sends `connect` on an opened socket and waits for `connected`.
+    pub async fn authenticate(self, token: &str) -> Result<(Client, Value), ClientError> {
+        let mut c = self;
         c.send(&json!({"type":"connect","token":token})).await?;
         match c.next(REPLY_TIMEOUT).await? {
             Incoming::Frame(f) if f["type"] == "connected" => Ok((c, f)),

@@ -192,6 +192,74 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// `[limits]`: connections and rates. Each limit has a metric
+/// (`sealcast_limit_hits_total{name=...}`) counting refusals.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Open WebSocket connections in total (authenticated or not); beyond: 503 before upgrade.
+    pub max_connections: usize,
+    /// Authenticated sessions per app; beyond: closed with 4029.
+    pub max_connections_per_app: usize,
+    /// Authenticated sessions per app and namespace; beyond: closed with 4029.
+    pub max_connections_per_namespace: usize,
+    /// WebSocket upgrade attempts per second per client IP (token bucket rate).
+    pub connect_rate_per_ip: u32,
+    /// Burst of upgrade attempts per client IP; beyond the bucket: 429 with Retry-After.
+    pub connect_burst_per_ip: u32,
+    /// Publications per second per app (a batch counts each item).
+    pub publish_rate_per_app: u32,
+    /// Burst of publications per app; beyond the bucket: 429 with Retry-After.
+    pub publish_burst_per_app: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 100_000,
+            max_connections_per_app: 100_000,
+            max_connections_per_namespace: 10_000,
+            connect_rate_per_ip: 200,
+            connect_burst_per_ip: 400,
+            publish_rate_per_app: 20_000,
+            publish_burst_per_app: 40_000,
+        }
+    }
+}
+
+/// `[revocation]`: `POST /v1/revoke` bookkeeping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationConfig {
+    /// Most live revocations (by `sub` or `jti`); beyond, a new one is refused with 503.
+    pub max_entries: usize,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        RevocationConfig {
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// `[tls]`: native TLS termination (rustls; TLS 1.2 with ECDHE and AEAD suites, and 1.3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// How often the files are checked for changes (SIGHUP reloads at once).
+    #[serde(default = "default_tls_reload", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+fn default_tls_reload() -> Duration {
+    Duration::from_secs(10)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKey {
@@ -227,6 +295,14 @@ struct RawConfig {
     http: HttpConfig,
     #[serde(default)]
     shutdown: ShutdownConfig,
+    #[serde(default)]
+    limits: LimitsConfig,
+    #[serde(default)]
+    revocation: RevocationConfig,
+    #[serde(default)]
+    tls: Option<TlsConfig>,
+    #[serde(default)]
+    allowed_origins: Option<Vec<String>>,
     #[serde(default)]
     apps: Vec<RawApp>,
 }
@@ -270,8 +346,18 @@ pub struct Config {
     pub http: HttpConfig,
     /// Shutdown timings.
     pub shutdown: ShutdownConfig,
+    /// Connection and rate limits.
+    pub limits: LimitsConfig,
+    /// Revocation bookkeeping.
+    pub revocation: RevocationConfig,
+    /// TLS; `None` serves plain HTTP/WS (behind a TLS-terminating ingress).
+    pub tls: Option<TlsConfig>,
+    /// Origins allowed to open a WebSocket; `None` allows all (with a start-up warning).
+    pub allowed_origins: Option<Vec<String>>,
     /// Apps and their keys.
     pub apps: Vec<AppConfig>,
+    /// The file this was read from, for reloads (`None` when built in code).
+    pub source: Option<PathBuf>,
 }
 
 impl Config {
@@ -283,6 +369,7 @@ impl Config {
             source,
         })?;
         let mut config = Config::parse(&text, |var| std::env::var_os(var))?;
+        config.source = Some(path.to_owned());
         if let Some(listen) = std::env::var_os("SEALCAST_LISTEN") {
             let listen = listen.to_string_lossy();
             config.listen = listen.parse().map_err(|_| {
@@ -342,7 +429,12 @@ impl Config {
             tokens: raw.tokens,
             http: raw.http,
             shutdown: raw.shutdown,
+            limits: raw.limits,
+            revocation: raw.revocation,
+            tls: raw.tls,
+            allowed_origins: raw.allowed_origins,
             apps,
+            source: None,
         };
         config.validate()?;
         Ok(config)
@@ -358,7 +450,12 @@ impl Config {
             tokens: TokensConfig::default(),
             http: HttpConfig::default(),
             shutdown: ShutdownConfig::default(),
+            limits: LimitsConfig::default(),
+            revocation: RevocationConfig::default(),
+            tls: None,
+            allowed_origins: None,
             apps,
+            source: None,
         }
     }
 
@@ -432,6 +529,36 @@ impl Config {
         nonzero("http.max_batch", p.max_batch)?;
         if self.shutdown.grace < self.shutdown.drain {
             return Err(invalid("shutdown.grace", "must be at least shutdown.drain"));
+        }
+        let l = &self.limits;
+        nonzero("limits.max_connections", l.max_connections)?;
+        nonzero("limits.max_connections_per_app", l.max_connections_per_app)?;
+        nonzero(
+            "limits.max_connections_per_namespace",
+            l.max_connections_per_namespace,
+        )?;
+        nonzero("limits.connect_rate_per_ip", l.connect_rate_per_ip as usize)?;
+        nonzero(
+            "limits.connect_burst_per_ip",
+            l.connect_burst_per_ip as usize,
+        )?;
+        nonzero(
+            "limits.publish_rate_per_app",
+            l.publish_rate_per_app as usize,
+        )?;
+        nonzero(
+            "limits.publish_burst_per_app",
+            l.publish_burst_per_app as usize,
+        )?;
+        nonzero("revocation.max_entries", self.revocation.max_entries)?;
+        if let Some(tls) = &self.tls {
+            positive("tls.reload_interval", tls.reload_interval)?;
+        }
+        if let Some(origins) = &self.allowed_origins {
+            for (i, o) in origins.iter().enumerate() {
+                crate::http::origin::OriginPattern::parse(o)
+                    .map_err(|problem| invalid(format!("allowed_origins[{i}]"), problem))?;
+            }
         }
         if self.apps.is_empty() {
             return Err(invalid(

@@ -37,11 +37,16 @@ pub mod dev;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod limits;
+pub mod listener;
 pub mod load;
 pub mod payload;
 pub mod protocol;
+pub mod reload;
+pub mod revocation;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -63,10 +68,20 @@ use crate::telemetry::Metrics;
 /// Everything a request or session handler needs, shared by `Arc`.
 #[derive(Debug)]
 pub struct AppState {
-    /// The configuration.
+    /// The configuration (apps and TLS are reloadable; the rest is fixed at start).
     pub config: Config,
-    /// Token verification.
-    pub auth: Authenticator,
+    /// The TLS certificate, when `[tls]` is configured.
+    pub tls: Option<Arc<tls::TlsReloader>>,
+    /// Token verification; replaced whole on reload.
+    pub auth: arc_swap::ArcSwap<Authenticator>,
+    /// Connection and rate limits.
+    pub limits: Arc<limits::Limits>,
+    /// Live authenticated sessions.
+    pub registry: ws::registry::Registry,
+    /// Live revocations.
+    pub revocations: revocation::Revocations,
+    /// Which origins may open a WebSocket.
+    pub origins: http::origin::OriginPolicy,
     /// Where publications go.
     pub broker: Arc<dyn Broker>,
     /// Metrics.
@@ -110,21 +125,19 @@ impl Server {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
-        let auth = Authenticator::new(
-            config.apps.iter().map(|a| {
-                (
-                    a.id.clone(),
-                    a.keys
-                        .iter()
-                        .map(|k| (Some(k.kid.clone()), &k.secret))
-                        .collect(),
-                )
-            }),
-            config.token_policy(),
-        );
         let state = Arc::new(AppState {
+            auth: arc_swap::ArcSwap::from_pointee(authenticator(&config)),
+            limits: limits::Limits::new(config.limits.clone(), Arc::clone(&metrics)),
+            registry: ws::registry::Registry::default(),
+            revocations: revocation::Revocations::new(config.revocation.max_entries),
+            origins: http::origin::OriginPolicy::from_config(config.allowed_origins.as_deref()),
+            tls: match &config.tls {
+                Some(t) => Some(Arc::new(
+                    tls::TlsReloader::new(t).map_err(std::io::Error::other)?,
+                )),
+                None => None,
+            },
             config,
-            auth,
             broker,
             metrics,
             shutdown: CancellationToken::new(),
@@ -149,20 +162,45 @@ impl Server {
     pub async fn run(self, stop: CancellationToken) -> std::io::Result<()> {
         let state = self.state;
         let sweeper = tokio::spawn(sweep_loop(Arc::clone(&state)));
-        let app = http::router(Arc::clone(&state));
+        let reloader = tokio::spawn(reload::tls_watch(Arc::clone(&state)));
+        let app =
+            http::router(Arc::clone(&state)).into_make_service_with_connect_info::<ws::PeerAddr>();
+        let listening = state.shutdown.clone().cancelled_owned();
+        let serving = match &state.tls {
+            None => {
+                let serve = axum::serve(listener::PlainListener(self.listener), app)
+                    .with_graceful_shutdown(listening);
+                tokio::spawn(async move { serve.await })
+            }
+            Some(tls) => {
+                let l = listener::TlsListener::new(self.listener, Arc::clone(tls))?;
+                let serve = axum::serve(l, app).with_graceful_shutdown(listening);
+                tokio::spawn(async move { serve.await })
+            }
+        };
         state.ready.store(true, Ordering::Release);
-        let listening = state.shutdown.clone();
-        let serve = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { listening.cancelled().await });
-        let serving = tokio::spawn(async move { serve.await });
         stop.cancelled().await;
         shutdown::drain(&state, serving).await;
         sweeper.abort();
+        reloader.abort();
         Ok(())
     }
+}
+
+/// The authenticator for a configuration's apps and token rules.
+pub fn authenticator(config: &Config) -> Authenticator {
+    Authenticator::new(
+        config.apps.iter().map(|a| {
+            (
+                a.id.clone(),
+                a.keys
+                    .iter()
+                    .map(|k| (Some(k.kid.clone()), &k.secret))
+                    .collect(),
+            )
+        }),
+        config.token_policy(),
+    )
 }
 
 async fn sweep_loop(state: Arc<AppState>) {
@@ -173,5 +211,7 @@ async fn sweep_loop(state: Arc<AppState>) {
     loop {
         tick.tick().await;
         state.broker.sweep();
+        state.limits.sweep();
+        state.revocations.sweep(auth::unix_now());
     }
 }

@@ -194,23 +194,58 @@ async fn serve(config: Option<PathBuf>, dev_mode: bool) -> anyhow::Result<()> {
         )
     };
     telemetry::init(config.log_format);
+    raise_file_limit(config.limits.max_connections);
     let server = Server::bind(config.clone())
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+        .with_context(|| format!("cannot start on {}", config.listen))?;
     let addr = server.local_addr()?;
-    tracing::warn!(
-        "no TLS configured: serving plain HTTP/WS (put sealcast behind a TLS-terminating ingress)"
-    );
+    if config.tls.is_none() {
+        tracing::warn!(
+            "no [tls] configured: serving plain HTTP/WS (put sealcast behind a TLS-terminating ingress)"
+        );
+    }
+    if config.allowed_origins.is_none() {
+        tracing::warn!("allowed_origins is not set: WebSockets from every origin are accepted");
+    }
+    sealcast::reload::on_sighup(std::sync::Arc::clone(server.state()));
     if let Some(s) = &dev_secrets {
         println!("{}", dev::banner(addr, s));
     }
     tracing::info!(%addr, apps = config.apps.len(), "sealcast listening");
     // The one stdout line tools wait for.
-    println!("sealcast listening on http://{addr}");
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("sealcast listening on {scheme}://{addr}");
     let stop = CancellationToken::new();
     shutdown::on_signals(stop.clone());
     server.run(stop).await?;
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one: each connection is a file descriptor.
+fn raise_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            // Listeners, the log, and a margin for outgoing sockets.
+            let ceiling = limit.saturating_sub(64);
+            tracing::info!(
+                open_files = limit,
+                connection_ceiling = ceiling,
+                "file descriptor limit raised to the hard limit"
+            );
+            if (max_connections as u64) > ceiling {
+                tracing::warn!(
+                    max_connections,
+                    connection_ceiling = ceiling,
+                    "limits.max_connections is above what the file limit allows"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
 }
 
 #[tokio::main]

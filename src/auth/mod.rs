@@ -143,7 +143,7 @@ pub struct ConnectClaims {
     pub exp: i64,
     /// `jti`, if any.
     pub jti: Option<String>,
-    /// The key id that verified it, if the header named one.
+    /// The key id that verified it (named by the header, or found by trying each key).
     pub kid: Option<String>,
 }
 
@@ -259,6 +259,14 @@ impl Authenticator {
         self.policy
     }
 
+    /// Whether `app` has a key `kid` (for a token verified without a kid: whether the app
+    /// still exists and `kid` is `None`).
+    pub fn has_key(&self, app: &AppId, kid: Option<&str>) -> bool {
+        self.apps
+            .get(app)
+            .is_some_and(|keys| kid.is_none() || keys.iter().any(|k| k.kid.as_deref() == kid))
+    }
+
     /// Whether `app` is configured.
     pub fn has_app(&self, app: &str) -> bool {
         AppId::parse(app).is_ok_and(|a| self.apps.contains_key(&a))
@@ -339,6 +347,7 @@ impl Authenticator {
             kid,
         };
         let kid = header.kid.map(Cow::into_owned);
+        let mut matched_kid = None;
         let good = match &kid {
             Some(k) => {
                 let key = keys
@@ -348,13 +357,22 @@ impl Authenticator {
                 jwt::mac_matches(&key.mac, parsed.signing_input, &parsed.signature)
             }
             // Without a kid every active key is tried; each comparison is constant-time.
-            None => keys
+            None => match keys
                 .iter()
-                .any(|key| jwt::mac_matches(&key.mac, parsed.signing_input, &parsed.signature)),
+                .find(|key| jwt::mac_matches(&key.mac, parsed.signing_input, &parsed.signature))
+            {
+                Some(key) => {
+                    // Remember which key verified it, for key removal on reload.
+                    matched_kid = key.kid.clone();
+                    true
+                }
+                None => false,
+            },
         };
         if !good {
             return Err(reject(TokenError::BadSignature, kid));
         }
+        let kid = kid.or(matched_kid);
         let fail = |reason| reject(reason, kid.clone());
         match claims.aud.as_deref() {
             None => return Err(fail(TokenError::MissingClaim("aud"))),
@@ -417,3 +435,6 @@ pub fn unix_now() -> i64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;

@@ -4,7 +4,9 @@
 
 pub mod error;
 pub mod ops;
+pub mod origin;
 pub mod publish;
+pub mod revoke;
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/ws", get(crate::ws::upgrade))
         .route("/v1/publish", post(publish::publish))
         .route("/v1/publish/batch", post(publish::publish_batch))
+        .route("/v1/revoke", post(revoke::revoke))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -20,6 +20,7 @@ use crate::AppState;
 use crate::auth::{PublishClaims, unix_now};
 use crate::broker::BrokerError;
 use crate::hub::{ChannelKey, HubError};
+use crate::limits::Refusal;
 use crate::protocol::{Channel, EventName};
 
 /// AES-GCM nonce (12) plus tag (16): the shortest possible ciphertext.
@@ -88,21 +89,25 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 /// Verifies the request's publish token; audits and counts a refusal.
 pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<PublishClaims, ApiError> {
     let token = bearer(headers).inspect_err(|_| state.metrics.token_rejected("missing"))?;
-    state.auth.verify_publish(token, unix_now()).map_err(|r| {
-        state.metrics.token_rejected(r.reason.label());
-        tracing::warn!(
-            target: "audit",
-            event = "token_refused",
-            reason = r.reason.label(),
-            app = r.app.as_ref().map(|a| a.as_str()),
-            kid = r.kid.as_deref(),
-            "publish token refused"
-        );
-        ApiError::Unauthorized(match r.reason {
-            crate::auth::TokenError::Expired => "publish token expired",
-            _ => "publish token refused",
+    state
+        .auth
+        .load()
+        .verify_publish(token, unix_now())
+        .map_err(|r| {
+            state.metrics.token_rejected(r.reason.label());
+            tracing::warn!(
+                target: "audit",
+                event = "token_refused",
+                reason = r.reason.label(),
+                app = r.app.as_ref().map(|a| a.as_str()),
+                kid = r.kid.as_deref(),
+                "publish token refused"
+            );
+            ApiError::Unauthorized(match r.reason {
+                crate::auth::TokenError::Expired => "publish token expired",
+                _ => "publish token refused",
+            })
         })
-    })
 }
 
 /// Reads a JSON body after checking its media type and size.
@@ -225,7 +230,20 @@ async fn publish_one(
     })
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// The per-app publish rate: `n` publications now, or 429 with the wait.
+fn admit_rate(state: &AppState, claims: &PublishClaims, n: u32) -> Result<(), ApiError> {
+    state
+        .limits
+        .admit_publications(&claims.app, n)
+        .map_err(|r| match r {
+            Refusal::PublishRate(wait) => ApiError::RateLimited {
+                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+            },
+            _ => ApiError::RateLimited { retry_after: 1 },
+        })
+}
+
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         // serde_json's message names a field or a position, never the input's content.
         let mut m = format!("invalid JSON body: {e}");
@@ -234,7 +252,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
     })
 }
 
-fn count_error(state: &AppState, e: ApiError) -> ApiError {
+pub(crate) fn count_error(state: &AppState, e: ApiError) -> ApiError {
     state.metrics.http_error(e.code());
     e
 }
@@ -249,6 +267,7 @@ pub async fn publish(
         let claims = authorize(&state, &headers)?;
         let bytes = read_json_body(&state, &headers, body).await?;
         let req: PublishRequest = parse_json(&bytes)?;
+        admit_rate(&state, &claims, 1)?;
         publish_one(&state, &claims, req).await
     };
     run.await.map(Json).map_err(|e| count_error(&state, e))

@@ -1,2 +1,20 @@
 //! The load generator behind `sealcast-load` (performance issue): drives a real relay over
-//! real sockets on 127.0.0.1. Written on [`crate::client`].
+//! real sockets on 127.0.0.1. Written on [`crate::client`] (its lean codec,
+//! [`crate::client::lean`], for the many subscriber sockets; its [`Publisher`] for HTTP).
+//!
+//! - [`relay`]: start the relay from a generated config, or attach to one by pid; `/proc`
+//!   readings (resident memory, its peak, CPU seconds).
+//! - [`conns`]: `connections` (memory per idle subscribed connection, connect rate) and
+//!   `storm` (everyone reconnects at once with `since`).
+//! - [`fanout`]: deliveries/s, publish-to-deliver latency, loss, duplicates, CPU.
+//! - [`stamp`]: real AES-256-GCM payloads carrying their send time.
+//! - [`report`]: the table and JSON; any loss or duplicate is a failure.
+//!
+//! [`Publisher`]: crate::client::Publisher
+
+pub mod conns;
+pub mod fanout;
+pub mod relay;
+pub mod report;
+pub mod stamp;
+pub mod sub;

@@ -8,3 +8,6 @@ pub mod names;
 pub use close::CloseCode;
 pub use frames::{ClientFrame, ErrorCode, FrameError, ServerFrame, Since, encode_pub};
 pub use names::{AppId, Channel, EventName, NameError, Namespace};
+
+#[cfg(test)]
+mod proptests;

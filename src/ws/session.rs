@@ -18,23 +18,41 @@ use crate::AppState;
 use crate::auth::{ConnectClaims, Rejection, TokenError, unix_now};
 use crate::history::Publication;
 use crate::hub::{ChannelKey, Outbox, SessionId};
+use crate::limits::{OpenGuard, SessionGuard};
 use crate::protocol::{Channel, ClientFrame, CloseCode, ErrorCode, FrameError, ServerFrame, Since};
+use crate::ws::registry::SessionHandle;
 
 /// How long the relay waits for the client's answer to its close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
-/// Runs a session to its end.
-pub async fn run(mut socket: WebSocket, state: Arc<AppState>, peer: SocketAddr) {
+/// Runs a session to its end. `_open` holds the socket's place in `max_connections`.
+pub async fn run(mut socket: WebSocket, state: Arc<AppState>, peer: SocketAddr, _open: OpenGuard) {
     let metrics = Arc::clone(&state.metrics);
     metrics.connections.inc();
     metrics.connections_total.inc();
     let code = match authenticate(&mut socket, &state, peer).await {
-        Ok(claims) => {
-            let mut session = Session::new(Arc::clone(&state), claims, peer);
-            let code = session.serve(&mut socket).await;
-            session.leave();
-            code
-        }
+        Ok(claims) => match admit(&state, &claims, peer) {
+            Ok(_places) => {
+                let registered = state.registry.register(
+                    state.next_session_id(),
+                    claims.app.clone(),
+                    claims.sub.clone(),
+                    claims.jti.clone(),
+                    claims.kid.clone(),
+                );
+                let mut session = Session::new(
+                    Arc::clone(&state),
+                    claims,
+                    peer,
+                    registered.id(),
+                    Arc::clone(&registered.handle),
+                );
+                let code = session.serve(&mut socket).await;
+                session.leave();
+                code
+            }
+            Err(code) => Some(code),
+        },
         Err(code) => code,
     };
     if let Some(code) = code {
@@ -109,7 +127,7 @@ async fn authenticate(
             }
             Ok(_) | Err(FrameError::Violation) => return Err(Some(CloseCode::ProtocolViolation)),
         };
-        return match state.auth.verify_connect(&token, unix_now()) {
+        return match state.auth.load().verify_connect(&token, unix_now()) {
             Ok(claims) => Ok(claims),
             Err(r) => {
                 audit_rejection(state, peer, Some(&r), r.reason.label());
@@ -120,6 +138,36 @@ async fn authenticate(
             }
         };
     }
+}
+
+/// After authentication: refuses a revoked user or token (4003) and a session past the
+/// per-app or per-namespace limits (4029).
+fn admit(
+    state: &AppState,
+    claims: &ConnectClaims,
+    peer: SocketAddr,
+) -> Result<SessionGuard, CloseCode> {
+    if state
+        .revocations
+        .is_revoked(&claims.app, &claims.sub, claims.jti.as_deref(), unix_now())
+    {
+        state.metrics.token_rejected("revoked");
+        tracing::warn!(
+            target: "audit",
+            event = "token_refused",
+            reason = "revoked",
+            app = claims.app.as_str(),
+            sub = claims.sub.as_str(),
+            kid = claims.kid.as_deref(),
+            peer = %peer,
+            "revoked connect token refused"
+        );
+        return Err(CloseCode::TokenRevoked);
+    }
+    state
+        .limits
+        .admit_session(&claims.app, &claims.ns)
+        .map_err(|_| CloseCode::RateLimited)
 }
 
 fn audit_rejection(state: &AppState, peer: SocketAddr, r: Option<&Rejection>, reason: &str) {
@@ -150,6 +198,7 @@ struct Subscription {
 }
 
 struct Session {
+    handle: Arc<SessionHandle>,
     state: Arc<AppState>,
     claims: ConnectClaims,
     peer: SocketAddr,
@@ -172,11 +221,18 @@ enum Next {
 }
 
 impl Session {
-    fn new(state: Arc<AppState>, claims: ConnectClaims, peer: SocketAddr) -> Self {
+    fn new(
+        state: Arc<AppState>,
+        claims: ConnectClaims,
+        peer: SocketAddr,
+        id: SessionId,
+        handle: Arc<SessionHandle>,
+    ) -> Self {
         let outbox = Arc::new(Outbox::new(state.config.outbox()));
         let expires = expiry_instant(claims.exp, state.config.tokens.leeway);
         Session {
-            id: state.next_session_id(),
+            handle,
+            id,
             public_id: hex::encode(rand::random::<[u8; 8]>()),
             state,
             claims,
@@ -240,6 +296,7 @@ impl Session {
         let shutdown = self.state.shutdown.clone();
         let mut drain: Option<std::pin::Pin<Box<Sleep>>> = None;
         let outbox = Arc::clone(&self.outbox);
+        let handle = Arc::clone(&self.handle);
         loop {
             tokio::select! {
                 biased;
@@ -252,6 +309,7 @@ impl Session {
                 _ = async { drain.as_mut().expect("guarded").await }, if drain.is_some() => {
                     return Some(CloseCode::GoingAway);
                 }
+                code = handle.closed() => return Some(code),
                 _ = &mut expiry => return Some(CloseCode::TokenExpired),
                 _ = &mut idle => return Some(CloseCode::GoingAway),
                 _ = outbox.ready() => {
@@ -513,7 +571,7 @@ impl Session {
     }
 
     async fn refresh(&mut self, socket: &mut WebSocket, id: Option<u64>, token: &str) -> Next {
-        let claims = match self.state.auth.verify_connect(token, unix_now()) {
+        let claims = match self.state.auth.load().verify_connect(token, unix_now()) {
             Ok(c) => c,
             Err(r) => {
                 audit_rejection(&self.state, self.peer, Some(&r), r.reason.label());
@@ -555,6 +613,8 @@ impl Session {
             "session token refreshed"
         );
         self.expires = expiry_instant(claims.exp, self.state.config.tokens.leeway);
+        self.handle
+            .set_token(claims.jti.clone(), claims.kid.clone());
         let exp = claims.exp;
         self.claims = claims;
         match self

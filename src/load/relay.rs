@@ -1,0 +1,290 @@
+//! The relay under test: spawned from a generated config, or attached by pid; and what
+//! `/proc` says about a process (resident memory, its peak, CPU time).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use std::io::BufRead;
+use std::process::{Child, Command};
+
+use crate::auth::{MintClaims, unix_now};
+
+/// The app id, key id and namespace the load tool uses.
+pub const APP: &str = "load";
+/// Key id of the generated secret.
+pub const KID: &str = "k1";
+/// Namespace of every channel the load tool uses.
+pub const NS: &str = "load/bench";
+/// Environment variable carrying the generated secret to a spawned relay.
+pub const SECRET_ENV: &str = "SEALCAST_LOAD_SECRET";
+
+/// Relay settings the load tool writes into the generated config.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// `[websocket] outbound_queue_frames`.
+    pub queue_frames: usize,
+    /// `[websocket] outbound_queue_bytes`.
+    pub queue_bytes: usize,
+    /// `[history] max_per_channel`.
+    pub history_per_channel: usize,
+    /// `[history] ttl` in seconds.
+    pub history_ttl_secs: u64,
+    /// `[http] max_batch`.
+    pub max_batch: usize,
+    /// Write a `[limits]` table that lifts the per-IP, per-app and per-namespace limits
+    /// (every load connection comes from 127.0.0.1 into one namespace).
+    pub lift_limits: bool,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            queue_frames: 1024,
+            queue_bytes: 4 << 20,
+            history_per_channel: 1000,
+            history_ttl_secs: 120,
+            max_batch: 1000,
+            lift_limits: true,
+        }
+    }
+}
+
+/// A relay to drive: its address, pid, the secret to mint tokens with, and the child
+/// process when the tool started it (killed on drop).
+#[derive(Debug)]
+pub struct Relay {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its process id, for `/proc`.
+    pub pid: u32,
+    secret: Vec<u8>,
+    child: Option<Child>,
+    _dir: Option<PathBuf>,
+}
+
+impl Relay {
+    /// Starts `binary serve --config <generated>` on 127.0.0.1 with a fresh secret and
+    /// waits for its `sealcast listening on http://ADDR` line. A relay that refuses the
+    /// `[limits]` table (a build without it) is started again without.
+    pub async fn spawn(binary: &Path, settings: &RelaySettings) -> anyhow::Result<Relay> {
+        match Self::spawn_once(binary, settings).await {
+            Err(_) if settings.lift_limits => {
+                let s = RelaySettings {
+                    lift_limits: false,
+                    ..settings.clone()
+                };
+                Self::spawn_once(binary, &s).await
+            }
+            r => r,
+        }
+    }
+
+    async fn spawn_once(binary: &Path, settings: &RelaySettings) -> anyhow::Result<Relay> {
+        let secret = hex::encode(rand::random::<[u8; 32]>()).into_bytes();
+        let dir = std::env::temp_dir().join(format!("sealcast-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("relay.toml");
+        std::fs::write(&config, config_toml(settings))?;
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env(SECRET_ENV, std::str::from_utf8(&secret)?)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Reads the address line, then keeps draining so the relay never blocks on a pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(a) = line.strip_prefix("sealcast listening on http://")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(a.trim().to_string());
+                }
+            }
+        });
+        let relay_dir = Some(dir);
+        let addr = match tokio::time::timeout(Duration::from_secs(30), rx).await {
+            // The sender is dropped when the relay exits (a refused config).
+            Ok(Ok(a)) => a.parse::<SocketAddr>()?,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("relay did not print its address within 30 s");
+            }
+        };
+        Ok(Relay {
+            addr,
+            pid,
+            secret,
+            child: Some(child),
+            _dir: relay_dir,
+        })
+    }
+
+    /// A relay already running with app `load`, key `k1` = `secret`, namespace access to
+    /// `load/bench`.
+    pub fn attach(addr: SocketAddr, pid: u32, secret: Vec<u8>) -> Relay {
+        Relay {
+            addr,
+            pid,
+            secret,
+            child: None,
+            _dir: None,
+        }
+    }
+
+    /// The `ws://` URL.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    /// The `http://` base URL.
+    pub fn http_base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A connect token for `sub` valid for an hour.
+    pub fn connect_token(&self, sub: &str) -> String {
+        MintClaims::connect(APP, NS, sub, unix_now(), 3600).sign(Some(KID), &self.secret)
+    }
+
+    /// A publish token valid for 5 minutes (the longest allowed by default).
+    pub fn publish_token(&self) -> String {
+        MintClaims::publish(APP, Some(NS), unix_now(), 300).sign(Some(KID), &self.secret)
+    }
+
+    /// Whether the relay still runs.
+    pub fn alive(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => Path::new(&format!("/proc/{}", self.pid)).exists(),
+        }
+    }
+}
+
+impl Drop for Relay {
+    /// Kills a spawned relay (the figures are taken before) and removes its config.
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(d) = self._dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// The `[limits]` table written when `lift_limits` is set.
+const LIFTED_LIMITS: &str = r#"
+[limits]
+max_connections = 1000000
+max_connections_per_app = 1000000
+max_connections_per_namespace = 1000000
+connect_rate_per_ip = 1000000
+connect_burst_per_ip = 1000000
+publish_rate_per_app = 1000000
+publish_burst_per_app = 1000000
+"#;
+
+/// The generated relay config.
+pub fn config_toml(s: &RelaySettings) -> String {
+    let limits = if s.lift_limits { LIFTED_LIMITS } else { "" };
+    format!(
+        r#"listen = "127.0.0.1:0"
+
+[websocket]
+outbound_queue_frames = {}
+outbound_queue_bytes = {}
+max_subscriptions = 256
+
+[history]
+max_per_channel = {}
+ttl = "{}s"
+max_bytes = 1073741824
+
+[http]
+max_batch = {}
+max_body_bytes = 16777216
+{limits}
+[[apps]]
+id = "{APP}"
+[[apps.keys]]
+kid = "{KID}"
+secret_env = "{SECRET_ENV}"
+"#,
+        s.queue_frames, s.queue_bytes, s.history_per_channel, s.history_ttl_secs, s.max_batch
+    )
+}
+
+/// One reading of a process's memory and CPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcSample {
+    /// Resident set, bytes.
+    pub rss: u64,
+    /// Peak resident set since start or the last [`reset_peak`], bytes.
+    pub hwm: u64,
+    /// User plus system CPU seconds.
+    pub cpu_secs: f64,
+}
+
+/// Reads `/proc/<pid>/status` and `/proc/<pid>/stat` (`pid` 0 means this process).
+pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
+    let base = if pid == 0 {
+        "/proc/self".to_string()
+    } else {
+        format!("/proc/{pid}")
+    };
+    let status = std::fs::read_to_string(format!("{base}/status"))?;
+    let kb = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    let stat = std::fs::read_to_string(format!("{base}/stat"))?;
+    // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // USER_HZ is 100 on every Linux ABI the relay targets.
+    let cpu_secs = (ticks(14) + ticks(15)) as f64 / 100.0;
+    Ok(ProcSample {
+        rss: kb("VmRSS:"),
+        hwm: kb("VmHWM:"),
+        cpu_secs,
+    })
+}
+
+/// Resets the peak resident set of `pid` (writes 5 to `clear_refs`); false if refused.
+pub fn reset_peak(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// Raises this process's soft open-files limit to the hard one; returns the new limit.
+pub fn raise_fd_limit() -> u64 {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((_, hard)) => {
+            let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard);
+            hard
+        }
+        Err(_) => 1024,
+    }
+}

@@ -1,0 +1,163 @@
+//! Live authenticated sessions, so that an operation outside a session (revocation, a key
+//! removed on reload) can close the ones it concerns.
+//!
+//! A session is reached only through its [`SessionHandle`]: setting a close code and
+//! waking the session task, which then closes its own socket. Scanning all sessions for a
+//! revocation is O(sessions); revocations are rare operator actions, and the scan takes no
+//! lock that a publish needs.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::hub::SessionId;
+use crate::protocol::{AppId, CloseCode};
+
+/// What the registry knows of a session.
+#[derive(Debug)]
+pub struct SessionHandle {
+    /// The token's app.
+    pub app: AppId,
+    /// The token's `sub`.
+    pub sub: String,
+    token: Mutex<TokenIds>,
+    close: Mutex<Option<CloseCode>>,
+    notify: Notify,
+}
+
+#[derive(Debug, Clone)]
+struct TokenIds {
+    jti: Option<String>,
+    kid: Option<String>,
+}
+
+impl SessionHandle {
+    /// Asks the session to close with `code` (the first request wins).
+    pub fn close(&self, code: CloseCode) {
+        let mut c = self.close.lock();
+        if c.is_none() {
+            *c = Some(code);
+            drop(c);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits for a close request.
+    pub async fn closed(&self) -> CloseCode {
+        loop {
+            if let Some(code) = *self.close.lock() {
+                return code;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// Records the current token's `jti` and verifying `kid` (after a refresh).
+    pub fn set_token(&self, jti: Option<String>, kid: Option<String>) {
+        *self.token.lock() = TokenIds { jti, kid };
+    }
+
+    fn jti_is(&self, jti: &str) -> bool {
+        self.token.lock().jti.as_deref() == Some(jti)
+    }
+
+    fn kid(&self) -> Option<String> {
+        self.token.lock().kid.clone()
+    }
+}
+
+/// Every authenticated session of the process.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: DashMap<SessionId, Arc<SessionHandle>>,
+}
+
+/// Removes the session from the registry when dropped.
+#[derive(Debug)]
+pub struct Registered<'a> {
+    registry: &'a Registry,
+    id: SessionId,
+    /// The handle.
+    pub handle: Arc<SessionHandle>,
+}
+
+impl Registered<'_> {
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.registry.sessions.remove(&self.id);
+    }
+}
+
+impl Registry {
+    /// Registers a session.
+    pub fn register(
+        &self,
+        id: SessionId,
+        app: AppId,
+        sub: String,
+        jti: Option<String>,
+        kid: Option<String>,
+    ) -> Registered<'_> {
+        let handle = Arc::new(SessionHandle {
+            app,
+            sub,
+            token: Mutex::new(TokenIds { jti, kid }),
+            close: Mutex::new(None),
+            notify: Notify::new(),
+        });
+        self.sessions.insert(id, Arc::clone(&handle));
+        Registered {
+            registry: self,
+            id,
+            handle,
+        }
+    }
+
+    /// Sessions registered now.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether none is registered.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    fn close_where(&self, code: CloseCode, pred: impl Fn(&SessionHandle) -> bool) -> usize {
+        let mut n = 0;
+        for s in self.sessions.iter() {
+            if pred(s.value()) {
+                s.value().close(code);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Closes the sessions of `app` whose user is `sub`; returns how many.
+    pub fn close_sub(&self, app: &AppId, sub: &str, code: CloseCode) -> usize {
+        self.close_where(code, |s| &s.app == app && s.sub == sub)
+    }
+
+    /// Closes the sessions of `app` whose current token has `jti`; returns how many.
+    pub fn close_jti(&self, app: &AppId, jti: &str, code: CloseCode) -> usize {
+        self.close_where(code, |s| &s.app == app && s.jti_is(jti))
+    }
+
+    /// Closes the sessions whose token was verified by a key that `still_valid` refuses.
+    pub fn close_unkeyed(
+        &self,
+        code: CloseCode,
+        still_valid: impl Fn(&AppId, Option<&str>) -> bool,
+    ) -> usize {
+        self.close_where(code, |s| !still_valid(&s.app, s.kid().as_deref()))
+    }
+}
