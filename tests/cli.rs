@@ -413,3 +413,79 @@ fn keygen_and_token_commands() {
         b"{}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotates_keys_closing_only_sessions_of_a_removed_key() {
+    const K2: &str = "acme-key-two-0123456789abcdefghijklmnop";
+    let dir = temp_dir("rotate");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sealcast.toml");
+    let config = |keys: &str| {
+        format!(
+            "listen = \"127.0.0.1:0\"\n[shutdown]\ndrain = \"200ms\"\n[[apps]]\nid = \"acme\"\n{keys}"
+        )
+    };
+    let k1 = "[[apps.keys]]\nkid = \"k1\"\nsecret_env = \"ACME_KEY_1\"\n";
+    let k2 = "[[apps.keys]]\nkid = \"k2\"\nsecret_env = \"ACME_KEY_2\"\n";
+    std::fs::write(&path, config(&format!("{k1}{k2}"))).unwrap();
+    let p = spawn(
+        &["serve", "--config", path.to_str().unwrap()],
+        &[("ACME_KEY_1", SECRET), ("ACME_KEY_2", K2)],
+    );
+    let ws = format!("ws://{}/v1/ws", p.addr);
+    let now = sealcast::auth::unix_now();
+    let token = |kid: Option<&str>, secret: &str| {
+        sealcast::auth::MintClaims::connect("acme", NS, "u", now, 600).sign(kid, secret.as_bytes())
+    };
+    // Both keys verify, with or without kid.
+    let (mut by_k1, _) = Client::connect(&ws, &token(Some("k1"), SECRET))
+        .await
+        .unwrap();
+    let (mut by_k1_no_kid, _) = Client::connect(&ws, &token(None, SECRET)).await.unwrap();
+    let (mut by_k2, _) = Client::connect(&ws, &token(Some("k2"), K2)).await.unwrap();
+    let hup = || {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &p.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    // A broken file on SIGHUP changes nothing.
+    std::fs::write(&path, "this is not toml [").unwrap();
+    hup();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        by_k1.subscribe(&channel("a"), None).await.unwrap()["type"],
+        "subscribed"
+    );
+    // Remove k1 and reload.
+    std::fs::write(&path, config(k2)).unwrap();
+    hup();
+    assert_eq!(by_k1.closed(WAIT).await.unwrap(), Some(4001));
+    assert_eq!(
+        by_k1_no_kid.closed(WAIT).await.unwrap(),
+        Some(4001),
+        "verified by k1 without a kid"
+    );
+    assert_eq!(
+        by_k2.subscribe(&channel("b"), None).await.unwrap()["type"],
+        "subscribed",
+        "k2 sessions stay"
+    );
+    let mut refused = Client::open(&ws).await.unwrap();
+    refused
+        .send(&json!({"type":"connect","token":token(Some("k1"), SECRET)}))
+        .await
+        .unwrap();
+    assert_eq!(refused.closed(WAIT).await.unwrap(), Some(4001));
+    assert!(Client::connect(&ws, &token(Some("k2"), K2)).await.is_ok());
+    let logs = p.stderr.lock().unwrap().clone();
+    assert!(logs.contains("reload refused"), "a bad file is reported");
+    assert!(
+        logs.contains("config_reloaded") && logs.contains("sessions_closed=2"),
+        "{logs}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

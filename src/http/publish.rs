@@ -290,6 +290,8 @@ pub async fn publish_batch(
                 format!("at most {max} publications per batch").into(),
             ));
         }
+        let n = u32::try_from(batch.publications.len()).unwrap_or(u32::MAX);
+        admit_rate(&state, &claims, n)?;
         let mut results = Vec::with_capacity(batch.publications.len());
         for item in batch.publications {
             let outcome = match serde_json::from_value::<PublishRequest>(item) {

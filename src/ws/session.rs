@@ -580,6 +580,15 @@ impl Session {
                     .await;
             }
         };
+        if self.state.revocations.is_revoked(
+            &claims.app,
+            &claims.sub,
+            claims.jti.as_deref(),
+            unix_now(),
+        ) {
+            self.state.metrics.token_rejected("revoked");
+            return Next::Close(CloseCode::TokenRevoked);
+        }
         if claims.app != self.claims.app
             || claims.sub != self.claims.sub
             || claims.ns != self.claims.ns
