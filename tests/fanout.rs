@@ -9,10 +9,26 @@ use common::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stuck_client_is_closed_4008_while_others_keep_receiving_and_it_recovers_everything() {
+async fn a_stuck_client_is_closed_4008_by_the_frame_bound_and_recovers_everything() {
+    stuck_client_scenario(20, |c| c.websocket.outbound_queue_frames = 32).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_client_is_closed_4008_by_the_byte_bound_and_recovers_everything() {
+    // About sixteen 48 KiB publications fit; the frame bound is far away. Batches of 4 so
+    // that a reader that keeps up never holds more than a few.
+    stuck_client_scenario(4, |c| {
+        c.websocket.outbound_queue_frames = 100_000;
+        c.websocket.outbound_queue_bytes = 1 << 20;
+        c.http.max_payload_bytes = 64 * 1024;
+    })
+    .await;
+}
+
+async fn stuck_client_scenario(batch: u64, bound: impl FnOnce(&mut sealcast::config::Config)) {
     const N: u64 = 240;
     let relay = Relay::start_with(|c| {
-        c.websocket.outbound_queue_frames = 32;
+        bound(c);
         c.http.max_body_bytes = 16 << 20;
     })
     .await;
@@ -32,9 +48,9 @@ async fn a_stuck_client_is_closed_4008_while_others_keep_receiving_and_it_recove
     let publishing = {
         let (p, ch) = (p.clone(), ch.clone());
         tokio::spawn(async move {
-            for chunk in 0..(N / 20) {
-                let items: Vec<_> = (0..20)
-                    .map(|i| json!({"channel":ch,"event":"Ev","data":sealed(&ch, "Ev", &format!("{}:{payload}", chunk * 20 + i))}))
+            for chunk in 0..(N / batch) {
+                let items: Vec<_> = (0..batch)
+                    .map(|i| json!({"channel":ch,"event":"Ev","data":sealed(&ch, "Ev", &format!("{}:{payload}", chunk * batch + i))}))
                     .collect();
                 let a = p.publish_batch(&t, &items).await.unwrap();
                 assert_eq!(a.status, 200);
