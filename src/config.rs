@@ -711,6 +711,16 @@ secret_env = "ACME_KEY_1"
     }
 
     #[test]
+    fn the_shipped_example_config_loads() {
+        let text = include_str!("../deploy/sealcast.example.toml");
+        let env = |v: &str| v.starts_with("ACME_KEY_").then(|| "0123456789abcdef0123456789abcdef-example".into());
+        let c = Config::parse(text, env).unwrap();
+        assert_eq!(c.apps[0].keys.len(), 2);
+        assert_eq!(c.limits.max_connections, 19000);
+        assert!(c.allowed_origins.is_some());
+    }
+
+    #[test]
     fn secret_from_file() {
         let dir = std::env::temp_dir().join(format!("sealcast-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
