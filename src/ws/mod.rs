@@ -1,5 +1,6 @@
 //! `GET /v1/ws`: the upgrade, then one task per socket ([`session`]).
 
+mod handshake;
 pub mod registry;
 pub mod session;
 

@@ -1,0 +1,219 @@
+//! The typed sections of the configuration file, each with its defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::TokenPolicy;
+use crate::hub::HubConfig;
+
+/// `[websocket]`: sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Time allowed for the `connect` frame.
+    #[serde(with = "humantime_serde")]
+    pub auth_timeout: Duration,
+    /// Interval of WebSocket pings.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A session with no inbound traffic for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Largest client frame, bytes (a larger one closes with 1009).
+    pub max_frame_bytes: usize,
+    /// Most frames queued for one session before it is closed with 4008.
+    pub outbound_queue_frames: usize,
+    /// Most bytes queued for one session before it is closed with 4008.
+    pub outbound_queue_bytes: usize,
+    /// A write to a socket that takes longer than this closes the session with 4008.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Most channels one session may subscribe to.
+    pub max_subscriptions: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            auth_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            max_frame_bytes: 16 * 1024,
+            outbound_queue_frames: 1024,
+            outbound_queue_bytes: 4 << 20,
+            write_timeout: Duration::from_secs(10),
+            max_subscriptions: 256,
+        }
+    }
+}
+
+/// `[history]`: recovery window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// How long a publication is kept.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Most publications kept per channel.
+    pub max_per_channel: usize,
+    /// Most bytes of history over all channels.
+    pub max_bytes: usize,
+    /// Most channels with state at once.
+    pub max_channels: usize,
+    /// How long a quiet channel's epoch and last offset outlive its history.
+    #[serde(with = "humantime_serde")]
+    pub channel_state_ttl: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        let h = HubConfig::default();
+        HistoryConfig {
+            ttl: h.history_ttl,
+            max_per_channel: h.max_per_channel,
+            max_bytes: h.max_history_bytes,
+            max_channels: h.max_channels,
+            channel_state_ttl: h.channel_state_ttl,
+        }
+    }
+}
+
+/// `[tokens]`: time rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// Clock-skew allowance, at most 30 s.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Longest connect token lifetime, at most 24 h.
+    #[serde(with = "humantime_serde")]
+    pub max_connect_lifetime: Duration,
+    /// Longest publish token lifetime, at most 300 s.
+    #[serde(with = "humantime_serde")]
+    pub max_publish_lifetime: Duration,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        let p = TokenPolicy::default();
+        TokensConfig {
+            leeway: p.leeway,
+            max_connect_lifetime: p.max_connect_lifetime,
+            max_publish_lifetime: p.max_publish_lifetime,
+        }
+    }
+}
+
+/// `[http]`: the publish API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request body, bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Largest decoded payload, bytes.
+    pub max_payload_bytes: usize,
+    /// Most publications in one batch.
+    pub max_batch: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 4 << 20,
+            max_payload_bytes: 64 * 1024,
+            max_batch: 1000,
+        }
+    }
+}
+
+/// `[shutdown]`: drain order timings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Sessions are closed with 1001 at random moments over this window, so that clients
+    /// do not all reconnect at once.
+    #[serde(with = "humantime_serde")]
+    pub drain: Duration,
+    /// Hard limit for the whole shutdown.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain: Duration::from_secs(5),
+            grace: Duration::from_secs(15),
+        }
+    }
+}
+
+/// `[limits]`: connections and rates. Each limit has a metric
+/// (`sealcast_limit_hits_total{name=...}`) counting refusals.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Open WebSocket connections in total (authenticated or not); beyond: 503 before upgrade.
+    pub max_connections: usize,
+    /// Authenticated sessions per app; beyond: closed with 4029.
+    pub max_connections_per_app: usize,
+    /// Authenticated sessions per app and namespace; beyond: closed with 4029.
+    pub max_connections_per_namespace: usize,
+    /// WebSocket upgrade attempts per second per client IP (token bucket rate).
+    pub connect_rate_per_ip: u32,
+    /// Burst of upgrade attempts per client IP; beyond the bucket: 429 with Retry-After.
+    pub connect_burst_per_ip: u32,
+    /// Publications per second per app (a batch counts each item).
+    pub publish_rate_per_app: u32,
+    /// Burst of publications per app; beyond the bucket: 429 with Retry-After.
+    pub publish_burst_per_app: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 100_000,
+            max_connections_per_app: 100_000,
+            max_connections_per_namespace: 10_000,
+            connect_rate_per_ip: 200,
+            connect_burst_per_ip: 400,
+            publish_rate_per_app: 20_000,
+            publish_burst_per_app: 40_000,
+        }
+    }
+}
+
+/// `[revocation]`: `POST /v1/revoke` bookkeeping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationConfig {
+    /// Most live revocations (by `sub` or `jti`); beyond, a new one is refused with 503.
+    pub max_entries: usize,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        RevocationConfig {
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// `[tls]`: native TLS termination (rustls; TLS 1.2 with ECDHE and AEAD suites, and 1.3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// How often the files are checked for changes (SIGHUP reloads at once).
+    #[serde(default = "default_tls_reload", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+fn default_tls_reload() -> Duration {
+    Duration::from_secs(10)
+}

@@ -1,0 +1,92 @@
+//! Unit tests of configuration loading.
+use super::*;
+
+const GOOD: &str = r#"
+listen = "127.0.0.1:9000"
+[history]
+ttl = "90s"
+max_per_channel = 50
+[[apps]]
+id = "acme"
+[[apps.keys]]
+kid = "k1"
+secret_env = "ACME_KEY_1"
+"#;
+
+fn env(var: &str) -> Option<std::ffi::OsString> {
+    match var {
+        "ACME_KEY_1" => Some("0123456789abcdef0123456789abcdef\n".into()),
+        "SHORT" => Some("short".into()),
+        _ => None,
+    }
+}
+
+fn err(text: &str) -> String {
+    Config::parse(text, env).unwrap_err().to_string()
+}
+
+#[test]
+fn parses_the_documented_example() {
+    let c = Config::parse(GOOD, env).unwrap();
+    assert_eq!(c.listen.port(), 9000);
+    assert_eq!(c.history.ttl, Duration::from_secs(90));
+    assert_eq!(c.history.max_per_channel, 50);
+    assert_eq!(
+        c.apps[0].keys[0].secret.len(),
+        32,
+        "trailing newline trimmed"
+    );
+    assert_eq!(c.websocket.auth_timeout, Duration::from_secs(5));
+    assert!(!format!("{c:?}").contains("0123456789abcdef"));
+}
+
+#[test]
+fn refusals_name_the_key() {
+    assert!(err(&GOOD.replace("max_per_channel", "max_per_chanel")).contains("max_per_chanel"));
+    assert!(err(&GOOD.replace("ACME_KEY_1", "SHORT")).contains("apps[0].keys[0]"));
+    assert!(err(&GOOD.replace("ACME_KEY_1", "UNSET")).contains("UNSET"));
+    let dup_kid = format!("{GOOD}[[apps.keys]]\nkid = \"k1\"\nsecret_env = \"ACME_KEY_1\"\n");
+    assert!(err(&dup_kid).contains("duplicate kid"));
+    let dup_app = format!(
+        "{GOOD}[[apps]]\nid = \"acme\"\n[[apps.keys]]\nkid = \"k1\"\nsecret_env = \"ACME_KEY_1\"\n"
+    );
+    assert!(err(&dup_app).contains("duplicate app id"));
+    let inline = GOOD.replace(
+        "secret_env = \"ACME_KEY_1\"",
+        "secret = \"0123456789abcdef0123456789abcdef\"",
+    );
+    assert!(err(&inline).contains("secret"));
+    assert!(err(&format!("{GOOD}[tokens]\nleeway = \"31s\"\n")).contains("tokens.leeway"));
+    assert!(err("listen = \"127.0.0.1:1\"").contains("no app"));
+}
+
+#[test]
+fn the_shipped_example_config_loads() {
+    let text = include_str!("../../deploy/sealcast.example.toml");
+    let env = |v: &str| {
+        v.starts_with("ACME_KEY_")
+            .then(|| "0123456789abcdef0123456789abcdef-example".into())
+    };
+    let c = Config::parse(text, env).unwrap();
+    assert_eq!(c.apps[0].keys.len(), 2);
+    assert_eq!(c.limits.max_connections, 19000);
+    assert!(c.allowed_origins.is_some());
+}
+
+#[test]
+fn secret_from_file() {
+    let dir = std::env::temp_dir().join(format!("sealcast-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("k");
+    std::fs::write(&f, "abcdefghijklmnopqrstuvwxyz0123456789\n").unwrap();
+    let text = GOOD.replace(
+        "secret_env = \"ACME_KEY_1\"",
+        &format!("secret_file = {:?}", f.display().to_string()),
+    );
+    let c = Config::parse(&text, env).unwrap();
+    assert_eq!(
+        c.apps[0].keys[0].secret.expose(),
+        b"abcdefghijklmnopqrstuvwxyz0123456789"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
