@@ -2,6 +2,9 @@
 //! to mint tokens and make real ciphertext.
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
+pub mod proc;
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,93 @@
+//! The real `sealcast` binary as a child process: spawned with a config, its listening
+//! address read from stdout, its stderr collected, killed on drop.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sealcast");
+
+/// A running binary, killed on drop; stderr collected in the background.
+pub struct Proc {
+    pub child: Child,
+    pub stdout_lines: Vec<String>,
+    pub stderr: Arc<Mutex<String>>,
+    pub addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn sealcast");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    {
+        let mut err = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no listening line; stderr: {}", stderr.lock().unwrap()));
+        if let Some(rest) = line.strip_prefix("sealcast listening on http://") {
+            break rest.to_string();
+        }
+        lines.push(line);
+    };
+    Proc {
+        child,
+        stdout_lines: lines,
+        stderr,
+        addr,
+    }
+}
+
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sealcast-cli-{name}-{}", std::process::id()))
+}
+
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
