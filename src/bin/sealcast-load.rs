@@ -56,6 +56,9 @@ struct Target {
 
 #[derive(Subcommand)]
 enum Scenario {
+    /// Print the relay config the tool would generate, to start a relay for --attach
+    /// (with the app secret in $SEALCAST_LOAD_SECRET).
+    Config,
     /// Hold N idle, authenticated, subscribed connections; memory per connection, connect rate.
     Connections {
         /// Connections (one process holds up to about 19,900 with a 20,000 fd limit).
@@ -121,27 +124,30 @@ enum Scenario {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let t = &cli.target;
+    let settings = RelaySettings {
+        queue_frames: t.queue_frames,
+        history_per_channel: t.history_per_channel,
+        max_batch: t.max_batch,
+        ..RelaySettings::default()
+    };
+    if matches!(cli.scenario, Scenario::Config) {
+        print!("{}", relay::config_toml(&settings));
+        return Ok(());
+    }
     let fd_limit = relay::raise_fd_limit();
     eprintln!("sealcast-load: open files limit {fd_limit}");
-    let t = &cli.target;
     let relay = match t.attach {
         Some(addr) => {
             let secret = std::env::var(SECRET_ENV)
                 .with_context(|| format!("--attach needs the app secret in ${SECRET_ENV}"))?;
             Relay::attach(addr, t.pid.context("--pid")?, secret.into_bytes())
         }
-        None => {
-            let settings = RelaySettings {
-                queue_frames: t.queue_frames,
-                history_per_channel: t.history_per_channel,
-                max_batch: t.max_batch,
-                ..RelaySettings::default()
-            };
-            Relay::spawn(&t.relay_bin, &settings).await?
-        }
+        None => Relay::spawn(&t.relay_bin, &settings).await?,
     };
     eprintln!("sealcast-load: relay pid {} on {}", relay.pid, relay.addr);
     let report = match cli.scenario {
+        Scenario::Config => unreachable!("handled above"),
         Scenario::Connections {
             conns,
             per_channel,

@@ -21,6 +21,7 @@ use crate::auth::{PublishClaims, unix_now};
 use crate::broker::BrokerError;
 use crate::hub::{ChannelKey, HubError};
 use crate::limits::Refusal;
+use crate::protocol::frames::clip;
 use crate::protocol::{Channel, EventName};
 
 /// AES-GCM nonce (12) plus tag (16): the shortest possible ciphertext.
@@ -246,9 +247,7 @@ fn admit_rate(state: &AppState, claims: &PublishClaims, n: u32) -> Result<(), Ap
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         // serde_json's message names a field or a position, never the input's content.
-        let mut m = format!("invalid JSON body: {e}");
-        m.truncate(200);
-        ApiError::BadRequest(m.into())
+        ApiError::BadRequest(clip(format!("invalid JSON body: {e}"), 200).into())
     })
 }
 
@@ -296,11 +295,9 @@ pub async fn publish_batch(
         for item in batch.publications {
             let outcome = match serde_json::from_value::<PublishRequest>(item) {
                 Ok(req) => publish_one(&state, &claims, req).await,
-                Err(e) => {
-                    let mut m = format!("invalid publication: {e}");
-                    m.truncate(200);
-                    Err(ApiError::BadRequest(m.into()))
-                }
+                Err(e) => Err(ApiError::BadRequest(
+                    clip(format!("invalid publication: {e}"), 200).into(),
+                )),
             };
             results.push(match outcome {
                 Ok(r) => BatchItem::Ok(r),

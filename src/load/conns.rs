@@ -11,7 +11,7 @@ use super::fanout::EVENT;
 use super::relay::{NS, Relay, reset_peak, sample};
 use super::report::Report;
 use super::stamp::{Stamp, now_ns};
-use super::sub::{Position, open_many};
+use super::sub::{Position, open_many, source};
 use crate::client::Publisher;
 use crate::client::lean::{LeanConn, LeanFrame, PubView};
 
@@ -126,7 +126,9 @@ pub async fn storm(relay: &Relay, o: &StormOptions) -> anyhow::Result<Report> {
     );
     let conns = open_many(relay.addr, Arc::clone(&tokens), &chans, o.concurrency).await?;
     let positions: Vec<Position> = conns.iter().map(|(_, p)| p.clone()).collect();
-    drop(conns);
+    for (c, _) in conns {
+        c.abort();
+    }
     wait_for_zero_connections(relay).await;
     // What the clients miss while away.
     let stamp = Stamp::new(rand::random());
@@ -172,7 +174,8 @@ pub async fn storm(relay: &Relay, o: &StormOptions) -> anyhow::Result<Report> {
             let deadline = Instant::now() + Duration::from_secs(60);
             let (mut conn, sub) = loop {
                 let tried = async {
-                    let mut conn = LeanConn::connect(addr, &tokens[i]).await?;
+                    let mut conn =
+                        LeanConn::connect_from(addr, source(addr, i), &tokens[i]).await?;
                     let s = conn
                         .subscribe(&pos.channel, Some((&pos.epoch, pos.offset)))
                         .await?;
@@ -181,8 +184,10 @@ pub async fn storm(relay: &Relay, o: &StormOptions) -> anyhow::Result<Report> {
                 match tried.await {
                     Ok(x) => break x,
                     Err(e) if Instant::now() > deadline => return Err(e),
-                    Err(_) => {
-                        retries.fetch_add(1, Ordering::Relaxed);
+                    Err(e) => {
+                        if retries.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("sealcast-load: storm: first connect error (retried): {e}");
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }

@@ -104,7 +104,7 @@ pub async fn open_many(
         let channel = Arc::clone(&channels[i % channels.len()]);
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await?;
-            let mut c = LeanConn::connect(addr, &tokens[i]).await?;
+            let mut c = LeanConn::connect_from(addr, source(addr, i), &tokens[i]).await?;
             let s = c.subscribe(&channel, None).await?;
             anyhow::Ok((
                 c,
@@ -121,6 +121,17 @@ pub async fn open_many(
         out.push(t.await??);
     }
     Ok(out)
+}
+
+/// The loopback source address of socket `i` towards `addr`: 127.0.0.2 to 127.0.0.201 in
+/// turn when the relay is on 127.0.0.1 (see [`LeanConn::connect_from`]), else the default.
+pub fn source(addr: SocketAddr, i: usize) -> Option<std::net::IpAddr> {
+    match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_loopback() => {
+            Some(std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 200) as u8).into())
+        }
+        _ => None,
+    }
 }
 
 /// Reads `conn` until `stop`: counts in-order deliveries, duplicates and gaps against

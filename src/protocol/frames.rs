@@ -166,12 +166,23 @@ impl ClientFrame {
     }
 }
 
-/// serde's message names the field and the expected type; it quotes no input value for
-/// these shapes, but cap it anyway so a reply never grows with the input.
+/// serde's message names the field and the expected type, and may quote the offending
+/// value: cap it so a reply never grows with the input.
 fn field_error(e: &serde_json::Error) -> String {
-    let mut m = e.to_string();
-    m.truncate(160);
-    m
+    clip(e.to_string(), 160)
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary (a plain `truncate` panics
+/// inside a multi-byte character, and error messages can quote non-ASCII input).
+pub fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// The codes of a refused request (`error` frame).
@@ -342,6 +353,18 @@ mod tests {
         assert!(matches!(
             ClientFrame::parse(r#"{"type":"subscribe","id":-1,"channel":"a#b"}"#),
             Err(FrameError::BadRequest { id: None, .. })
+        ));
+    }
+
+    #[test]
+    fn clip_never_splits_a_character() {
+        assert_eq!(clip("é".repeat(100), 161).len(), 160);
+        assert_eq!(clip("abc".into(), 160), "abc");
+        // serde quotes a wrongly typed value in its message: a long non-ASCII one.
+        let long = format!(r#"{{"type":"subscribe","channel":"a#b","id":"{}"}}"#, "é".repeat(200));
+        assert!(matches!(
+            ClientFrame::parse(&long),
+            Err(FrameError::BadRequest { .. })
         ));
     }
 

@@ -430,6 +430,23 @@ proptest! {
     }
 
     #[test]
+    fn long_non_ascii_values_in_wrong_places_are_refused_cleanly(
+        ascii in 100usize..200,
+        c in prop_oneof![Just('\u{e9}'), Just('\u{20ac}'), Just('\u{1f600}'), any::<char>()],
+        n in 1usize..40,
+        field in prop_oneof![Just("id"), Just("since"), Just("channel"), Just("token")],
+        kind in prop_oneof![Just("connect"), Just("subscribe"), Just("unsubscribe"), Just("refresh")],
+    ) {
+        // serde's message quotes a string of the wrong type; whatever its length and
+        // characters, the refusal must be clean (found by the `frame` fuzz target: the
+        // message was cut at byte 160 inside a character, and parse panicked).
+        let value = format!("{}{}", "a".repeat(ascii), c.to_string().repeat(n));
+        let mut f = json!({"type":kind,"channel":"a#b","token":"t"});
+        f[field] = if field == "channel" || field == "token" { json!([value]) } else { json!(value) };
+        check_parse_against_json(&f.to_string());
+    }
+
+    #[test]
     fn huge_numbers_and_deep_nesting_are_bounded(
         depth in 0usize..4000,
         digits in 1usize..2000,

@@ -29,7 +29,8 @@ pub async fn run(mut socket: WebSocket, state: Arc<AppState>, peer: SocketAddr, 
     let metrics = Arc::clone(&state.metrics);
     metrics.connections.inc();
     metrics.connections_total.inc();
-    let code = match authenticate(&mut socket, &state, peer).await {
+    // Boxed: its state is freed once authenticated, and the idle session future stays small.
+    let code = match Box::pin(authenticate(&mut socket, &state, peer)).await {
         Ok(claims) => match admit(&state, &claims, peer) {
             Ok(_places) => {
                 let registered = state.registry.register(
@@ -46,7 +47,7 @@ pub async fn run(mut socket: WebSocket, state: Arc<AppState>, peer: SocketAddr, 
                     registered.id(),
                     Arc::clone(&registered.handle),
                 );
-                let code = session.serve(&mut socket).await;
+                let code = Box::pin(session.serve(&mut socket)).await;
                 session.leave();
                 code
             }
@@ -184,7 +185,7 @@ impl Session {
                 _ = &mut expiry => return Some(CloseCode::TokenExpired),
                 _ = &mut idle => return Some(CloseCode::GoingAway),
                 _ = outbox.ready() => {
-                    if let Err(code) = self.flush_outbox(socket).await {
+                    if let Err(code) = Box::pin(self.flush_outbox(socket)).await {
                         return code;
                     }
                 }
@@ -203,7 +204,8 @@ impl Session {
                     };
                     idle.as_mut().reset(Instant::now() + ws.idle_timeout);
                     let next = match msg {
-                        Message::Text(t) => self.on_frame(socket, &t).await,
+                        // Boxed: rare and large; keeps the idle session future small.
+                        Message::Text(t) => Box::pin(self.on_frame(socket, &t)).await,
                         Message::Binary(_) => Next::Close(CloseCode::ProtocolViolation),
                         Message::Ping(_) | Message::Pong(_) => Next::Continue,
                         Message::Close(_) => Next::Gone,
