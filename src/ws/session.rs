@@ -5,7 +5,7 @@
 //! ends with exactly one close code. Publishers reach it only through its
 //! [`Outbox`](crate::hub::Outbox).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -65,6 +65,8 @@ pub async fn run(mut socket: WebSocket, state: Arc<AppState>, peer: SocketAddr, 
 }
 
 struct Subscription {
+    /// The hub's id of the channel, as carried by queued publications.
+    channel_id: u64,
     channel: Channel,
     last_offset: u64,
 }
@@ -75,12 +77,12 @@ struct Session {
     claims: ConnectClaims,
     peer: SocketAddr,
     id: SessionId,
-    public_id: String,
+    /// Random, shown to the client and in audit records (hex).
+    public_id: [u8; 8],
     outbox: Arc<Outbox>,
-    /// By the hub's channel id, as carried by queued publications.
-    subs: HashMap<u64, Subscription>,
-    /// Channel name to channel id, for unsubscribe and duplicate checks.
-    by_name: HashMap<Channel, u64>,
+    /// A session holds few subscriptions (at most `max_subscriptions`), so a small vector
+    /// scanned linearly is both faster and far smaller than maps when idle.
+    subs: Vec<Subscription>,
     expires: Instant,
     batch: VecDeque<Arc<Publication>>,
 }
@@ -105,13 +107,12 @@ impl Session {
         Session {
             handle,
             id,
-            public_id: hex::encode(rand::random::<[u8; 8]>()),
+            public_id: rand::random(),
             state,
             claims,
             peer,
             outbox,
-            subs: HashMap::new(),
-            by_name: HashMap::new(),
+            subs: Vec::new(),
             expires,
             batch: VecDeque::new(),
         }
@@ -127,7 +128,7 @@ impl Session {
     /// Removes every subscription from the broker.
     fn leave(&mut self) {
         self.outbox.close();
-        for (_, sub) in self.subs.drain() {
+        for sub in self.subs.drain(..) {
             let key = ChannelKey {
                 app: self.claims.app.clone(),
                 channel: sub.channel,
@@ -153,18 +154,21 @@ impl Session {
     async fn serve(&mut self, socket: &mut WebSocket) -> Option<CloseCode> {
         let ws = self.state.config.websocket.clone();
         let connected = ServerFrame::Connected {
-            session: &self.public_id,
+            session: &hex::encode(self.public_id),
             ns: self.claims.ns.as_str(),
             expires_at: self.claims.exp,
         };
         self.send(socket, connected).await.ok()?;
-        let mut ping =
-            tokio::time::interval_at(Instant::now() + ws.ping_interval, ws.ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let idle = sleep(ws.idle_timeout);
-        tokio::pin!(idle);
-        let expiry = sleep_until(self.expires);
-        tokio::pin!(expiry);
+        // One timer for pings, the idle timeout and token expiry: an idle session then
+        // holds one timer entry, and an inbound frame only records the time.
+        let start = Instant::now();
+        let mut next_ping = start + ws.ping_interval;
+        let mut last_inbound = start;
+        let deadline = |next_ping: Instant, last_inbound: Instant, expires: Instant| {
+            next_ping.min(last_inbound + ws.idle_timeout).min(expires)
+        };
+        let timer = sleep_until(deadline(next_ping, last_inbound, self.expires));
+        tokio::pin!(timer);
         let shutdown = self.state.shutdown.clone();
         let mut drain: Option<std::pin::Pin<Box<Sleep>>> = None;
         let outbox = Arc::clone(&self.outbox);
@@ -182,17 +186,26 @@ impl Session {
                     return Some(CloseCode::GoingAway);
                 }
                 code = handle.closed() => return Some(code),
-                _ = &mut expiry => return Some(CloseCode::TokenExpired),
-                _ = &mut idle => return Some(CloseCode::GoingAway),
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if now >= self.expires {
+                        return Some(CloseCode::TokenExpired);
+                    }
+                    if now >= last_inbound + ws.idle_timeout {
+                        return Some(CloseCode::GoingAway);
+                    }
+                    if now >= next_ping {
+                        let sent = tokio::time::timeout(ws.write_timeout, socket.send(Message::Ping(Default::default()))).await;
+                        if !matches!(sent, Ok(Ok(()))) {
+                            return None;
+                        }
+                        next_ping = now + ws.ping_interval;
+                    }
+                    timer.as_mut().reset(deadline(next_ping, last_inbound, self.expires));
+                }
                 _ = outbox.ready() => {
                     if let Err(code) = Box::pin(self.flush_outbox(socket)).await {
                         return code;
-                    }
-                }
-                _ = ping.tick() => {
-                    let sent = tokio::time::timeout(ws.write_timeout, socket.send(Message::Ping(Default::default()))).await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        return None;
                     }
                 }
                 msg = socket.recv() => {
@@ -202,7 +215,7 @@ impl Session {
                         Some(Err(_)) => return None,
                         Some(Ok(m)) => m,
                     };
-                    idle.as_mut().reset(Instant::now() + ws.idle_timeout);
+                    last_inbound = Instant::now();
                     let next = match msg {
                         // Boxed: rare and large; keeps the idle session future small.
                         Message::Text(t) => Box::pin(self.on_frame(socket, &t)).await,
@@ -212,8 +225,10 @@ impl Session {
                     };
                     match next {
                         Next::Continue => {
-                            // A refresh may have moved the deadline.
-                            expiry.as_mut().reset(self.expires);
+                            // A refresh may have moved the expiry earlier than the timer.
+                            if self.expires < timer.deadline() {
+                                timer.as_mut().reset(self.expires);
+                            }
                         }
                         Next::Close(code) => return Some(code),
                         Next::Gone => return None,
@@ -236,7 +251,7 @@ impl Session {
         let written = tokio::time::timeout(write_timeout, async {
             let mut any = false;
             for p in batch.drain(..) {
-                let Some(sub) = subs.get_mut(&p.channel_id) else {
+                let Some(sub) = subs.iter_mut().find(|s| s.channel_id == p.channel_id) else {
                     continue;
                 };
                 if p.offset <= sub.last_offset {
@@ -316,7 +331,7 @@ impl Session {
                 sub = self.claims.sub.as_str(),
                 ns = self.claims.ns.as_str(),
                 channel = channel.as_str(),
-                session = self.public_id.as_str(),
+                session = hex::encode(self.public_id).as_str(),
                 peer = %self.peer,
                 "subscribe outside the token's namespace refused"
             );
@@ -329,7 +344,7 @@ impl Session {
                 )
                 .await;
         }
-        if self.by_name.contains_key(&channel) {
+        if self.subs.iter().any(|s| s.channel == channel) {
             return self
                 .reply_error(
                     socket,
@@ -373,14 +388,11 @@ impl Session {
                 return Next::Close(CloseCode::InternalError);
             }
         };
-        self.subs.insert(
-            sub.channel_id,
-            Subscription {
-                channel: channel.clone(),
-                last_offset: sub.offset,
-            },
-        );
-        self.by_name.insert(channel.clone(), sub.channel_id);
+        self.subs.push(Subscription {
+            channel_id: sub.channel_id,
+            channel: channel.clone(),
+            last_offset: sub.offset,
+        });
         let reply = ServerFrame::Subscribed {
             id,
             channel: channel.as_str(),
@@ -416,7 +428,7 @@ impl Session {
         id: Option<u64>,
         channel: Channel,
     ) -> Next {
-        let Some(channel_id) = self.by_name.remove(&channel) else {
+        let Some(at) = self.subs.iter().position(|s| s.channel == channel) else {
             return self
                 .reply_error(
                     socket,
@@ -426,7 +438,7 @@ impl Session {
                 )
                 .await;
         };
-        self.subs.remove(&channel_id);
+        self.subs.swap_remove(at);
         self.state.broker.unsubscribe(&self.key(&channel), self.id);
         match self
             .send(
@@ -472,7 +484,7 @@ impl Session {
                 app = self.claims.app.as_str(),
                 sub = self.claims.sub.as_str(),
                 ns = self.claims.ns.as_str(),
-                session = self.public_id.as_str(),
+                session = hex::encode(self.public_id).as_str(),
                 peer = %self.peer,
                 "refresh token for another app, user or namespace refused"
             );
@@ -490,7 +502,7 @@ impl Session {
             event = "refresh",
             app = self.claims.app.as_str(),
             sub = self.claims.sub.as_str(),
-            session = self.public_id.as_str(),
+            session = hex::encode(self.public_id).as_str(),
             expires_at = claims.exp,
             "session token refreshed"
         );
