@@ -361,7 +361,10 @@ mod tests {
         assert_eq!(clip("é".repeat(100), 161).len(), 160);
         assert_eq!(clip("abc".into(), 160), "abc");
         // serde quotes a wrongly typed value in its message: a long non-ASCII one.
-        let long = format!(r#"{{"type":"subscribe","channel":"a#b","id":"{}"}}"#, "é".repeat(200));
+        let long = format!(
+            r#"{{"type":"subscribe","channel":"a#b","id":"{}"}}"#,
+            "é".repeat(200)
+        );
         assert!(matches!(
             ClientFrame::parse(&long),
             Err(FrameError::BadRequest { .. })
