@@ -44,6 +44,7 @@ pub mod payload;
 pub mod protocol;
 pub mod reload;
 pub mod revocation;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
@@ -163,19 +164,17 @@ impl Server {
         let state = self.state;
         let sweeper = tokio::spawn(sweep_loop(Arc::clone(&state)));
         let reloader = tokio::spawn(reload::tls_watch(Arc::clone(&state)));
-        let app =
-            http::router(Arc::clone(&state)).into_make_service_with_connect_info::<ws::PeerAddr>();
-        let listening = state.shutdown.clone().cancelled_owned();
+        let app = http::router(Arc::clone(&state));
+        let listening = state.shutdown.clone();
+        let header_timeout = state.config.http.header_read_timeout;
         let serving = match &state.tls {
             None => {
-                let serve = axum::serve(listener::PlainListener(self.listener), app)
-                    .with_graceful_shutdown(listening);
-                tokio::spawn(async move { serve.await })
+                let l = listener::PlainListener(self.listener);
+                tokio::spawn(server::serve(l, app, header_timeout, listening))
             }
             Some(tls) => {
                 let l = listener::TlsListener::new(self.listener, Arc::clone(tls))?;
-                let serve = axum::serve(l, app).with_graceful_shutdown(listening);
-                tokio::spawn(async move { serve.await })
+                tokio::spawn(server::serve(l, app, header_timeout, listening))
             }
         };
         state.ready.store(true, Ordering::Release);

@@ -1,5 +1,5 @@
-//! The relay's listeners, plain and TLS, as `axum::serve` listeners that both report the
-//! peer as [`PeerAddr`].
+//! The relay's listeners, plain and TLS, both reporting the peer as [`PeerAddr`] to the
+//! connection loop in [`crate::server`].
 //!
 //! TLS handshakes run in their own tasks, never in the accept loop, so one slow client
 //! cannot hold up others; at most `MAX_HANDSHAKES` run at once and each gets
@@ -9,8 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
@@ -53,12 +52,6 @@ impl Listener for PlainListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.0.local_addr().map(PeerAddr)
-    }
-}
-
-impl Connected<IncomingStream<'_, PlainListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
-        *stream.remote_addr()
     }
 }
 
@@ -127,11 +120,5 @@ impl Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(PeerAddr(self.local))
-    }
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        *stream.remote_addr()
     }
 }

@@ -14,7 +14,7 @@ use crate::AppState;
 
 /// Runs steps 1 to 3. `serving` is the HTTP server task, which ends once its listener
 /// has stopped and its plain HTTP requests have finished.
-pub async fn drain(state: &Arc<AppState>, serving: JoinHandle<std::io::Result<()>>) {
+pub async fn drain(state: &Arc<AppState>, serving: JoinHandle<()>) {
     let grace = state.config.shutdown.grace;
     let deadline = tokio::time::Instant::now() + grace;
     state.ready.store(false, Ordering::Release);
@@ -28,10 +28,8 @@ pub async fn drain(state: &Arc<AppState>, serving: JoinHandle<std::io::Result<()
     {
         tracing::warn!("shutdown grace period over with sessions still open");
     }
-    match tokio::time::timeout_at(deadline, serving).await {
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
-        Ok(_) => {}
-        Err(_) => tracing::warn!("shutdown grace period over with HTTP requests in flight"),
+    if tokio::time::timeout_at(deadline, serving).await.is_err() {
+        tracing::warn!("shutdown grace period over with HTTP requests in flight");
     }
     tracing::info!("shut down");
 }

@@ -285,3 +285,28 @@ async fn health_readiness_and_metrics() {
     assert_eq!(metric_value(&m, "sealcast_connections "), 1.0);
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_malformed_chunked_body_is_400_not_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = Relay::start().await;
+    let mut tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let req = format!(
+        "POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n",
+        publish_token(None)
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(
+        relay.metric("sealcast_limit_hits_total{name=\"http_body_bytes\"}"),
+        0.0
+    );
+    relay.stop().await;
+}

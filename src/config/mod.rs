@@ -323,6 +323,7 @@ impl Config {
         }
         nonzero("http.max_body_bytes", p.max_body_bytes)?;
         nonzero("http.max_batch", p.max_batch)?;
+        positive("http.header_read_timeout", p.header_read_timeout)?;
         if self.shutdown.grace < self.shutdown.drain {
             return Err(invalid("shutdown.grace", "must be at least shutdown.drain"));
         }

@@ -116,6 +116,10 @@ pub struct HttpConfig {
     pub max_payload_bytes: usize,
     /// Most publications in one batch.
     pub max_batch: usize,
+    /// Time a client has to send a complete request head (slowloris bound); the
+    /// connection is closed after it.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -124,6 +128,7 @@ impl Default for HttpConfig {
             max_body_bytes: 4 << 20,
             max_payload_bytes: 64 * 1024,
             max_batch: 1000,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

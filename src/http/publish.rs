@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
@@ -136,10 +137,19 @@ pub async fn read_json_body(
             "request body over the size limit",
         ));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        state.metrics.limit_hit("http_body_bytes");
-        ApiError::PayloadTooLarge("request body over the size limit")
-    })
+    // Only the size limit is a 413; a body that breaks off or has malformed chunks is a 400.
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            state.metrics.limit_hit("http_body_bytes");
+            Err(ApiError::PayloadTooLarge(
+                "request body over the size limit",
+            ))
+        }
+        Err(_) => Err(ApiError::BadRequest(
+            "malformed or incomplete request body".into(),
+        )),
+    }
 }
 
 /// A publication that passed every check.
