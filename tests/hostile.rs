@@ -19,13 +19,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::proc::{Proc, spawn};
+use common::raw::{RawWs, upgrade_request, ws_frame};
 use common::*;
 use futures_util::future::join_all;
 use sealcast::auth::{MintClaims, unix_now};
@@ -37,7 +37,6 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sealcast");
 const OTHER_SECRET: &[u8] = OTHER_K1;
 /// LIMITS FOLLOW-UP: `[limits]` (connection and rate limits) has landed, so the main test
 /// lifts the per-IP limits out of its way and `connect_flood_is_cut_at_the_per_ip_burst`
@@ -66,44 +65,6 @@ const RSS_TOLERANCE_KIB: u64 = 4 * 1024;
 // ---------------------------------------------------------------------------------------
 // The binary
 
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
-    }
-
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
 fn spawn_relay(extra: &str) -> Proc {
     // One directory per relay: the tests of this file run in parallel.
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -123,62 +84,14 @@ fn spawn_relay(extra: &str) -> Proc {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", path.to_str().unwrap()])
-        .env("ACME_KEY_1", std::str::from_utf8(ACME_K1).unwrap())
-        .env("OTHER_KEY_1", std::str::from_utf8(OTHER_SECRET).unwrap())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sealcast");
-    let stderr = Arc::new(Mutex::new(String::new()));
-    {
-        let mut err = child.stderr.take().unwrap();
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let mut s = sink.lock().unwrap();
-                // Keep the tail only: the audit log of a thousand refusals is long.
-                if s.len() > 1 << 20 {
-                    let cut = s.len() - (1 << 19);
-                    let cut = (cut..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-                    s.drain(..cut);
-                }
-                s.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-    }
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no listening line; stderr: {}", stderr.lock().unwrap()));
-        if let Some(rest) = line.strip_prefix("sealcast listening on http://") {
-            break rest.parse().expect("listening address");
-        }
-    };
-    Proc {
-        child,
-        addr,
-        stderr,
-    }
+    spawn(
+        &["serve", "--config", path.to_str().unwrap()],
+        &[
+            ("ACME_KEY_1", std::str::from_utf8(ACME_K1).unwrap()),
+            ("OTHER_KEY_1", std::str::from_utf8(OTHER_SECRET).unwrap()),
+            ("RUST_LOG", "warn"),
+        ],
+    )
 }
 
 async fn metrics(addr: SocketAddr) -> String {
@@ -226,63 +139,7 @@ fn statuses(bytes: &[u8]) -> Vec<u16> {
         .collect()
 }
 
-/// A WebSocket spoken byte by byte, to send what no WebSocket library would.
-struct RawWs {
-    tcp: TcpStream,
-}
-
-fn ws_frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
-    let mask_bit = if masked { 0x80 } else { 0 };
-    let n = payload.len();
-    if n < 126 {
-        f.push(mask_bit | n as u8);
-    } else if n <= usize::from(u16::MAX) {
-        f.push(mask_bit | 126);
-        f.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        f.push(mask_bit | 127);
-        f.extend_from_slice(&(n as u64).to_be_bytes());
-    }
-    if masked {
-        let mask = [0x3au8, 0x91, 0x5c, 0x07];
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    } else {
-        f.extend_from_slice(payload);
-    }
-    f
-}
-
-fn upgrade_request(addr: SocketAddr) -> String {
-    format!(
-        "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-}
-
 impl RawWs {
-    async fn open(addr: SocketAddr) -> RawWs {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(upgrade_request(addr).as_bytes())
-            .await
-            .unwrap();
-        let mut head = Vec::new();
-        tokio::time::timeout(WAIT, async {
-            while !head.ends_with(b"\r\n\r\n") {
-                head.push(tcp.read_u8().await.unwrap());
-            }
-        })
-        .await
-        .expect("upgrade answer");
-        assert!(
-            head.starts_with(b"HTTP/1.1 101"),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
-        RawWs { tcp }
-    }
-
     /// Opens and authenticates as acme in NS.
     async fn authed(addr: SocketAddr) -> RawWs {
         let mut w = RawWs::open(addr).await;
@@ -292,45 +149,6 @@ impl RawWs {
         assert_eq!(op, 0x1);
         assert!(String::from_utf8_lossy(&payload).contains("\"connected\""));
         w
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        // The relay may close first; that is an answer too.
-        let _ = self.tcp.write_all(bytes).await;
-    }
-
-    async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
-        let b0 = self.tcp.read_u8().await.ok()?;
-        let b1 = self.tcp.read_u8().await.ok()?;
-        let len = match b1 & 0x7f {
-            126 => u64::from(self.tcp.read_u16().await.ok()?),
-            127 => self.tcp.read_u64().await.ok()?,
-            n => u64::from(n),
-        };
-        if len > 1 << 20 {
-            return None;
-        }
-        let mut payload = vec![0u8; len as usize];
-        self.tcp.read_exact(&mut payload).await.ok()?;
-        Some((b0 & 0x0f, payload))
-    }
-
-    /// How the relay ended the connection: `Some(code)` for a close frame (0 without a
-    /// code), `None` for a plain end of stream. Panics if it stays open past `wait`.
-    async fn ending(&mut self, wait: Duration) -> Option<u16> {
-        tokio::time::timeout(wait, async {
-            loop {
-                match self.read_frame().await {
-                    None => return None,
-                    Some((0x8, p)) => {
-                        return Some(p.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]])));
-                    }
-                    Some(_) => {}
-                }
-            }
-        })
-        .await
-        .expect("the relay must end a hostile connection in time")
     }
 }
 

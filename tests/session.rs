@@ -220,7 +220,7 @@ async fn pings_are_sent_and_a_silent_client_is_closed_at_the_idle_timeout() {
     .await;
     // A hand-rolled socket that never answers pings (a tungstenite client would queue
     // pongs by itself).
-    let mut raw = RawWs::connect(relay.addr).await;
+    let mut raw = RawWs::open(relay.addr).await;
     raw.send_text(&json!({"type":"connect","token":connect_token(NS, "u", 600)}).to_string())
         .await;
     let mut pings = 0;

@@ -13,7 +13,33 @@ pub struct Proc {
     pub child: Child,
     pub stdout_lines: Vec<String>,
     pub stderr: Arc<Mutex<String>>,
-    pub addr: String,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory from /proc, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
 }
 
 impl Drop for Proc {
@@ -43,9 +69,14 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
                 if n == 0 {
                     break;
                 }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+                let mut s = sink.lock().unwrap();
+                // Keep the tail only: the audit log of a thousand refusals is long.
+                if s.len() > 1 << 20 {
+                    let cut = s.len() - (1 << 19);
+                    let cut = (cut..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+                    s.drain(..cut);
+                }
+                s.push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
     }
@@ -67,7 +98,7 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
             .recv_timeout(left)
             .unwrap_or_else(|_| panic!("no listening line; stderr: {}", stderr.lock().unwrap()));
         if let Some(rest) = line.strip_prefix("sealcast listening on http://") {
-            break rest.to_string();
+            break rest.parse().expect("listening address");
         }
         lines.push(line);
     };
