@@ -145,11 +145,6 @@ impl Limits {
         r
     }
 
-    /// Sockets open now.
-    pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
-
     /// Admits a WebSocket upgrade from `ip`: the per-IP attempt rate, then the total.
     pub fn admit_upgrade(self: &Arc<Self>, ip: IpAddr) -> Result<OpenGuard, Refusal> {
         if let Err(not_until) = self.connect_rate.check_key(&ip) {

@@ -7,8 +7,6 @@
 //! Metrics are one [`Metrics`] struct of `prometheus-client` handles (each an atomic),
 //! shared by `Arc`, rendered at `GET /metrics`.
 
-use std::sync::atomic::AtomicU64;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -50,7 +48,7 @@ pub struct Metrics {
     /// Requests refused for reaching outside the token's namespace.
     pub forbidden: Counter,
     /// Times a limit was reached, by limit name.
-    pub limits: Family<NameLabel, Counter<u64, AtomicU64>>,
+    pub limits: Family<NameLabel, Counter>,
     /// HTTP API requests refused, by error code.
     pub http_errors: Family<NameLabel, Counter>,
 }

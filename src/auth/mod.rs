@@ -254,22 +254,12 @@ impl Authenticator {
         Authenticator { apps, policy }
     }
 
-    /// The time rules in force.
-    pub fn policy(&self) -> TokenPolicy {
-        self.policy
-    }
-
     /// Whether `app` has a key `kid` (for a token verified without a kid: whether the app
     /// still exists and `kid` is `None`).
     pub fn has_key(&self, app: &AppId, kid: Option<&str>) -> bool {
         self.apps
             .get(app)
             .is_some_and(|keys| kid.is_none() || keys.iter().any(|k| k.kid.as_deref() == kid))
-    }
-
-    /// Whether `app` is configured.
-    pub fn has_app(&self, app: &str) -> bool {
-        AppId::parse(app).is_ok_and(|a| self.apps.contains_key(&a))
     }
 
     /// Verifies a connect token at unix time `now`.

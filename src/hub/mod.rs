@@ -170,11 +170,6 @@ impl Hub {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &HubConfig {
-        &self.config
-    }
-
     /// Channels with state.
     pub fn channel_count(&self) -> usize {
         self.channels.len()
