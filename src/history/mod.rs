@@ -8,7 +8,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use tokio::time::Instant;
 
 /// A publication as it travels: its channel (by the hub's numeric id), its offset, and
@@ -19,8 +18,9 @@ pub struct Publication {
     pub channel_id: u64,
     /// The channel offset.
     pub offset: u64,
-    /// The encoded `pub` frame.
-    pub frame: Utf8Bytes,
+    /// The `pub` frame as it goes on the wire: a complete WebSocket text frame, header
+    /// included ([`crate::ws::codec::text_frame`]), so a delivery is a copy of bytes.
+    pub frame: Box<[u8]>,
 }
 
 impl Publication {
@@ -219,7 +219,7 @@ mod tests {
         Arc::new(Publication {
             channel_id: 1,
             offset,
-            frame: Utf8Bytes::from(format!("frame-{offset}")),
+            frame: format!("frame-{offset}").into_bytes().into_boxed_slice(),
         })
     }
 

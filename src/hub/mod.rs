@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use indexmap::IndexMap;
 use parking_lot::Mutex;
@@ -35,7 +34,7 @@ use tokio::time::Instant;
 use crate::history::{ChannelHistory, Publication, Recovery};
 use crate::protocol::{AppId, Channel, EventName, encode_pub};
 use crate::telemetry::Metrics;
-pub use outbox::{Outbox, OutboxLimits, Push};
+pub use outbox::{Outbox, OutboxLimits, Push, Stop};
 
 /// A channel of an app: the unit of routing. Channels of different apps never meet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -238,7 +237,7 @@ impl Hub {
             let publication = Arc::new(Publication {
                 channel_id: slot.id,
                 offset,
-                frame: Utf8Bytes::from(frame),
+                frame: crate::ws::codec::text_frame(frame.as_bytes()),
             });
             let (added, evicted) = st.history.append(
                 Arc::clone(&publication),

@@ -7,6 +7,11 @@
 //! frees what it held and wakes the session, which closes with 4008; the client then
 //! recovers the missed publications from history. A slow client therefore costs the
 //! publisher nothing beyond the failed push.
+//!
+//! The outbox is also how anything outside the session asks it to close (revocation, a
+//! key removed on reload, shutdown): [`Outbox::request_close`] frees the queue and wakes
+//! the session through the same `Notify`, so an idle session waits on one wake-up source
+//! besides its socket and its timer.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,6 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::history::Publication;
+use crate::protocol::CloseCode;
 
 /// The bounds of one outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,14 +42,20 @@ pub enum Push {
     Dropped,
 }
 
-/// The queue overflowed; the session must close with 4008.
+/// Why the session must stop instead of writing what is queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflowed;
+pub enum Stop {
+    /// The queue overflowed: close with 4008.
+    Overflowed,
+    /// Something outside the session asked it to close with this code.
+    Close(CloseCode),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
     Overflowed,
+    Closing(CloseCode),
     Closed,
 }
 
@@ -112,15 +124,33 @@ impl Outbox {
     }
 
     /// Moves everything queued into `out` (which should be empty; its allocation is
-    /// reused as the outbox's next queue).
-    pub fn drain_into(&self, out: &mut VecDeque<Arc<Publication>>) -> Result<(), Overflowed> {
+    /// reused as the outbox's next queue), unless the session must stop.
+    pub fn drain_into(&self, out: &mut VecDeque<Arc<Publication>>) -> Result<(), Stop> {
         let mut i = self.inner.lock();
-        if i.state == State::Overflowed {
-            return Err(Overflowed);
+        match i.state {
+            State::Closing(code) => return Err(Stop::Close(code)),
+            State::Overflowed => return Err(Stop::Overflowed),
+            State::Open | State::Closed => {}
         }
         std::mem::swap(&mut i.queue, out);
         i.bytes = 0;
         Ok(())
+    }
+
+    /// Asks the session to close with `code`: what is queued is dropped and the session
+    /// woken. The first request wins, and it wins over an overflow (a revoked client must
+    /// see 4003, not 4008). Returns whether this request was the one taken.
+    pub fn request_close(&self, code: CloseCode) -> bool {
+        let mut i = self.inner.lock();
+        if matches!(i.state, State::Closing(_) | State::Closed) {
+            return false;
+        }
+        i.state = State::Closing(code);
+        i.queue = VecDeque::new();
+        i.bytes = 0;
+        drop(i);
+        self.notify.notify_one();
+        true
     }
 
     /// Waits until something was queued or the queue overflowed.
@@ -149,15 +179,13 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
-    use axum::extract::ws::Utf8Bytes;
-
     use super::*;
 
     fn p(offset: u64, size: usize) -> Arc<Publication> {
         Arc::new(Publication {
             channel_id: 1,
             offset,
-            frame: Utf8Bytes::from("x".repeat(size)),
+            frame: vec![b'x'; size].into_boxed_slice(),
         })
     }
 
@@ -172,7 +200,31 @@ mod tests {
         assert_eq!(o.push(p(3, 10)), Push::Overflowed);
         assert_eq!(o.push(p(4, 10)), Push::Dropped);
         let mut out = VecDeque::new();
-        assert_eq!(o.drain_into(&mut out), Err(Overflowed));
+        assert_eq!(o.drain_into(&mut out), Err(Stop::Overflowed));
+        // A close request wins over the overflow, and the first request wins.
+        assert!(o.request_close(CloseCode::TokenRevoked));
+        assert!(!o.request_close(CloseCode::GoingAway));
+        assert_eq!(
+            o.drain_into(&mut out),
+            Err(Stop::Close(CloseCode::TokenRevoked))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_close_request_frees_the_queue_and_wakes_the_session() {
+        let o = Outbox::new(OutboxLimits {
+            max_frames: 10,
+            max_bytes: 1 << 20,
+        });
+        o.push(p(1, 10));
+        assert!(o.request_close(CloseCode::GoingAway));
+        assert!(o.is_empty());
+        assert_eq!(o.push(p(2, 10)), Push::Dropped);
+        tokio::time::timeout(std::time::Duration::from_secs(5), o.ready())
+            .await
+            .unwrap();
+        o.close();
+        assert!(!o.request_close(CloseCode::TokenRevoked), "closed already");
     }
 
     #[test]

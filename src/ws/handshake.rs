@@ -1,88 +1,112 @@
 //! The steps around a session: authenticating the first frame, admitting the session
-//! (revocation, per-app and per-namespace limits), and closing a socket politely.
+//! (revocation, per-app and per-namespace limits), and ending a session politely.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use crate::AppState;
 use crate::auth::{ConnectClaims, Rejection, TokenError, unix_now};
 use crate::limits::SessionGuard;
 use crate::protocol::{ClientFrame, CloseCode, FrameError};
+use crate::ws::codec::{CodecError, Inbound};
+use crate::ws::conn::{Conn, RecvError};
 
 /// How long the relay waits for the client's answer to its close frame.
-const CLOSE_LINGER: Duration = Duration::from_secs(1);
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
-/// Sends a close frame, then waits briefly for the client's reply so that the close frame
-/// is not lost to a TCP reset.
-pub(crate) async fn close(socket: &mut WebSocket, code: CloseCode) {
-    let frame = CloseFrame {
-        code: code.code(),
-        reason: Utf8Bytes::from_static(code.name()),
-    };
-    let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        if socket.send(Message::Close(Some(frame))).await.is_ok() {
-            while let Some(Ok(_)) = socket.recv().await {}
-        }
-    })
-    .await;
+/// How a session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The relay closes with this code.
+    Close(CloseCode),
+    /// The client sent a close frame (with this code, if any); the relay answers it.
+    Answer(Option<u16>),
+    /// The client went away, or its socket broke.
+    Gone,
 }
 
-pub(crate) fn is_too_large(e: &axum::Error) -> bool {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    let inner: &(dyn std::error::Error + 'static) = e;
-    let mut source = Some(inner);
-    while let Some(err) = source {
-        if let Some(WsError::Capacity(_)) = err.downcast_ref::<WsError>() {
-            return true;
-        }
-        source = err.source();
+/// The close code for a client's bytes that are not valid WebSocket. The contract's
+/// table has 1008 for every protocol violation and 1009 for size, and clients act on
+/// that table, so RFC 6455's finer 1002 and 1007 are not used.
+pub(crate) fn codec_close(e: CodecError) -> CloseCode {
+    match e {
+        CodecError::TooLarge => CloseCode::FrameTooLarge,
+        CodecError::Protocol(_) | CodecError::InvalidUtf8 => CloseCode::ProtocolViolation,
     }
-    false
 }
 
-/// Waits for the `connect` frame and verifies its token. `Err(None)` means the client
-/// went away; `Err(Some(code))` means close with that code.
-pub(crate) async fn authenticate(
-    socket: &mut WebSocket,
+/// Closes the connection the way `end` says and counts it.
+pub(crate) async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    state: &AppState,
+    end: End,
+) {
+    match end {
+        End::Close(code) => {
+            conn.close(Some(code.code()), code.name(), CLOSE_LINGER)
+                .await;
+            state.metrics.disconnected(code.name());
+        }
+        End::Answer(code) => {
+            conn.answer_close(code, CLOSE_LINGER).await;
+            state.metrics.disconnected("client_closed");
+        }
+        End::Gone => state.metrics.disconnected("client_closed"),
+    }
+}
+
+/// Waits for the `connect` frame and verifies its token.
+pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
     state: &AppState,
     peer: SocketAddr,
-) -> Result<ConnectClaims, Option<CloseCode>> {
+) -> Result<ConnectClaims, End> {
     let deadline = Instant::now() + state.config.websocket.auth_timeout;
     loop {
-        let msg = match tokio::time::timeout_at(deadline, socket.recv()).await {
+        let msg = match tokio::time::timeout_at(deadline, conn.recv()).await {
             Err(_) => {
                 audit_rejection(state, peer, None, "auth_timeout");
-                return Err(Some(CloseCode::Unauthorized));
+                return Err(End::Close(CloseCode::Unauthorized));
             }
-            Ok(None) => return Err(None),
-            Ok(Some(Err(e))) if is_too_large(&e) => return Err(Some(CloseCode::FrameTooLarge)),
-            Ok(Some(Err(_))) => return Err(None),
-            Ok(Some(Ok(m))) => m,
+            Ok(Err(RecvError::Gone)) => return Err(End::Gone),
+            Ok(Err(RecvError::Codec(e))) => return Err(End::Close(codec_close(e))),
+            Ok(Ok(m)) => m,
         };
         let text = match msg {
-            Message::Text(t) => t,
-            // Control frames are transport, not protocol; keep waiting.
-            Message::Ping(_) | Message::Pong(_) => continue,
-            Message::Close(_) => return Err(None),
-            Message::Binary(_) => return Err(Some(CloseCode::ProtocolViolation)),
+            Inbound::Text(t) => t,
+            // Control frames are transport, not protocol; keep waiting (a ping is
+            // answered, as RFC 6455 requires).
+            Inbound::Ping(p) => {
+                let pong = crate::ws::codec::pong_frame(&p);
+                let sent = tokio::time::timeout_at(deadline, conn.send_frame(&pong)).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    return Err(End::Gone);
+                }
+                continue;
+            }
+            Inbound::Pong => continue,
+            Inbound::Close(code) => return Err(End::Answer(code)),
+            Inbound::Binary => return Err(End::Close(CloseCode::ProtocolViolation)),
         };
         let token = match ClientFrame::parse(&text) {
             Ok(ClientFrame::Connect { token }) => token,
             Err(FrameError::BadRequest { .. }) => {
                 // A `connect` without a usable token field.
                 audit_rejection(state, peer, None, "malformed");
-                return Err(Some(CloseCode::Unauthorized));
+                return Err(End::Close(CloseCode::Unauthorized));
             }
-            Ok(_) | Err(FrameError::Violation) => return Err(Some(CloseCode::ProtocolViolation)),
+            Ok(_) | Err(FrameError::Violation) => {
+                return Err(End::Close(CloseCode::ProtocolViolation));
+            }
         };
         return match state.auth.load().verify_connect(&token, unix_now()) {
             Ok(claims) => Ok(claims),
             Err(r) => {
                 audit_rejection(state, peer, Some(&r), r.reason.label());
-                Err(Some(match r.reason {
+                Err(End::Close(match r.reason {
                     TokenError::Expired => CloseCode::TokenExpired,
                     _ => CloseCode::Unauthorized,
                 }))

@@ -1,5 +1,11 @@
 //! `GET /v1/ws`: the upgrade, then one task per socket ([`session`]).
+//!
+//! The WebSocket layer is the relay's own ([`codec`], [`conn`]): hyper answers the
+//! upgrade, and the session takes the raw stream back from hyper and speaks RFC 6455 on
+//! it with no buffer kept while idle (see `codec` for why).
 
+pub mod codec;
+pub mod conn;
 mod handshake;
 pub mod registry;
 pub mod session;
@@ -7,38 +13,38 @@ pub mod session;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, header};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
 
 use crate::AppState;
 use crate::http::ApiError;
 use crate::limits::Refusal;
 
-/// Read buffer of a socket. Client frames are small (a connect frame with a 4 KiB token
-/// is the largest usual one, and the buffer grows for it); tungstenite allocates this
-/// eagerly and keeps it for the socket's life, so it is most of an idle connection's cost:
-/// 2048 measured 6.9 KB of relay RSS per idle connection, 256 measured 4.7 KB
-/// (BENCHMARKS.md). A connect frame then grows it once to its own size.
-const READ_BUFFER: usize = 256;
-/// Bytes gathered before a write is issued; a batch of frames is flushed explicitly.
-const WRITE_BUFFER: usize = 16 * 1024;
-
-/// Upgrades to a WebSocket session. Refused before any upgrade: while shutting down
-/// (503), from an origin not allowed (403), past the per-IP attempt rate (429 with
-/// `Retry-After`), or past the connection ceiling (503).
+/// Upgrades to a WebSocket session. Refused before any upgrade: a request that is not a
+/// WebSocket handshake of RFC 6455 version 13 (400), while shutting down (503), from an
+/// origin not allowed (403), past the per-IP attempt rate (429 with `Retry-After`), or
+/// past the connection ceiling (503).
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<PeerAddr>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    mut req: Request,
 ) -> Response {
     let peer = peer.0;
+    let accept = match accept_key(req.version(), req.headers()) {
+        Ok(a) => a,
+        Err(refused) => return refused,
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return ApiError::BadRequest("this connection cannot be upgraded".into()).into_response();
+    };
     if state.shutdown.is_cancelled() {
         return ApiError::Unavailable("shutting down").into_response();
     }
-    let origin = headers
+    let origin = req
+        .headers()
         .get(header::ORIGIN)
         .map(|o| o.to_str().unwrap_or("\u{fffd}"));
     if !state.origins.allows(origin) {
@@ -56,16 +62,124 @@ pub async fn upgrade(
         }
         Err(_) => return ApiError::Unavailable("connection limit reached").into_response(),
     };
-    let max_frame = state.config.websocket.max_frame_bytes;
     let tracker = state.sessions.clone();
-    ws.max_message_size(max_frame)
-        .max_frame_size(max_frame)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| tracker.track_future(session::run(socket, state, peer, guard)))
+    tracker.spawn(async move {
+        // Err: the client left before hyper finished the upgrade.
+        if let Ok(upgraded) = on_upgrade.await {
+            session::start(upgraded, state, peer, guard);
+        }
+    });
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    r
+}
+
+/// Checks an opening handshake (RFC 6455 4.2.1) and gives its `Sec-WebSocket-Accept`.
+/// No extension and no subprotocol is ever agreed, so frames never carry reserved bits.
+#[allow(clippy::result_large_err)]
+fn accept_key(version: Version, headers: &HeaderMap) -> Result<HeaderValue, Response> {
+    let bad = |m: &'static str| Err(ApiError::BadRequest(m.into()).into_response());
+    if version != Version::HTTP_11 {
+        return bad("a WebSocket upgrade needs HTTP/1.1");
+    }
+    if !has_token(headers, header::CONNECTION, "upgrade") {
+        return bad("Connection header must include 'upgrade'");
+    }
+    if !has_token(headers, header::UPGRADE, "websocket") {
+        return bad("Upgrade header must be 'websocket'");
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        let mut r = ApiError::BadRequest("Sec-WebSocket-Version must be 13".into()).into_response();
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return Err(r);
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return bad("Sec-WebSocket-Key is missing");
+    };
+    // The key is the base64 of 16 random bytes.
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.as_bytes());
+    if decoded.map(|k| k.len()) != Ok(16) {
+        return bad("Sec-WebSocket-Key must be the base64 of 16 bytes");
+    }
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    HeaderValue::from_str(&accept).or_else(|_| bad("Sec-WebSocket-Key is not valid"))
+}
+
+/// Whether a comma-separated header has `token` (case-insensitive) in any of its lines.
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
 }
 
 /// The peer address of a connection, plain or TLS (axum's connect-info type for both
 /// listeners).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake(extra: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ] {
+            h.insert(k, HeaderValue::from_static(v));
+        }
+        for (k, v) in extra {
+            h.insert(
+                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn the_rfc_sample_handshake_is_accepted_with_the_rfc_answer() {
+        let a = accept_key(Version::HTTP_11, &handshake(&[])).unwrap();
+        assert_eq!(a, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn handshakes_that_are_not_rfc_6455_version_13_are_refused() {
+        let refused = |v: Version, extra: &[(&str, &str)]| {
+            accept_key(v, &handshake(extra)).map(|_| ()).unwrap_err()
+        };
+        assert_eq!(refused(Version::HTTP_10, &[]).status(), 400);
+        for extra in [
+            &[("connection", "keep-alive")][..],
+            &[("upgrade", "h2c")],
+            &[("sec-websocket-key", "c2hvcnQ=")],
+            &[("sec-websocket-key", "not base64 at all!")],
+        ] {
+            assert_eq!(refused(Version::HTTP_11, extra).status(), 400, "{extra:?}");
+        }
+        let old = refused(Version::HTTP_11, &[("sec-websocket-version", "8")]);
+        assert_eq!(old.status(), 400);
+        assert_eq!(old.headers()[header::SEC_WEBSOCKET_VERSION], "13");
+        let mut none = handshake(&[]);
+        none.remove(header::SEC_WEBSOCKET_KEY);
+        assert_eq!(
+            accept_key(Version::HTTP_11, &none).unwrap_err().status(),
+            400
+        );
+    }
+}

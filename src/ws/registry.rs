@@ -1,8 +1,9 @@
 //! Live authenticated sessions, so that an operation outside a session (revocation, a key
 //! removed on reload) can close the ones it concerns.
 //!
-//! A session is reached only through its [`SessionHandle`]: setting a close code and
-//! waking the session task, which then closes its own socket. Scanning all sessions for a
+//! A session is reached only through its [`SessionHandle`]: a close request goes into the
+//! session's outbox, which wakes the session task, which then closes its own socket.
+//! Scanning all sessions for a
 //! revocation is O(sessions); revocations are rare operator actions, and the scan takes no
 //! lock that a publish needs.
 
@@ -10,12 +11,12 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
-use crate::hub::SessionId;
+use crate::hub::{Outbox, SessionId};
 use crate::protocol::{AppId, CloseCode};
 
-/// What the registry knows of a session.
+/// What the registry knows of a session; the session keeps its identity here too, so it
+/// is stored once.
 #[derive(Debug)]
 pub struct SessionHandle {
     /// The token's app.
@@ -23,8 +24,8 @@ pub struct SessionHandle {
     /// The token's `sub`.
     pub sub: String,
     token: Mutex<TokenIds>,
-    close: Mutex<Option<CloseCode>>,
-    notify: Notify,
+    /// The session's outbound queue, which also carries close requests.
+    pub outbox: Arc<Outbox>,
 }
 
 #[derive(Debug, Clone)]
@@ -36,22 +37,7 @@ struct TokenIds {
 impl SessionHandle {
     /// Asks the session to close with `code` (the first request wins).
     pub fn close(&self, code: CloseCode) {
-        let mut c = self.close.lock();
-        if c.is_none() {
-            *c = Some(code);
-            drop(c);
-            self.notify.notify_one();
-        }
-    }
-
-    /// Waits for a close request.
-    pub async fn closed(&self) -> CloseCode {
-        loop {
-            if let Some(code) = *self.close.lock() {
-                return code;
-            }
-            self.notify.notified().await;
-        }
+        self.outbox.request_close(code);
     }
 
     /// Records the current token's `jti` and verifying `kid` (after a refresh).
@@ -97,7 +83,7 @@ impl Drop for Registered<'_> {
 }
 
 impl Registry {
-    /// Registers a session.
+    /// Registers a session whose queue is `outbox`.
     pub fn register(
         &self,
         id: SessionId,
@@ -105,13 +91,13 @@ impl Registry {
         sub: String,
         jti: Option<String>,
         kid: Option<String>,
+        outbox: Arc<Outbox>,
     ) -> Registered<'_> {
         let handle = Arc::new(SessionHandle {
             app,
             sub,
             token: Mutex::new(TokenIds { jti, kid }),
-            close: Mutex::new(None),
-            notify: Notify::new(),
+            outbox,
         });
         self.sessions.insert(id, Arc::clone(&handle));
         Registered {
@@ -119,6 +105,14 @@ impl Registry {
             id,
             handle,
         }
+    }
+
+    /// Every session registered now (for shutdown, which closes them one by one).
+    pub fn handles(&self) -> Vec<Arc<SessionHandle>> {
+        self.sessions
+            .iter()
+            .map(|s| Arc::clone(s.value()))
+            .collect()
     }
 
     /// Sessions registered now.
