@@ -126,6 +126,54 @@ signed_tokens = {
 }
 
 
+# WebSocket byte streams for the wsframe target (its decoder refuses messages over 1024).
+def ws(fin, op, payload, mask=b"\x5a\x01\xc3\x7e", masked=True):
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | op])
+    bit = 0x80 if masked else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n <= 0xFFFF:
+        head += bytes([bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + n.to_bytes(8, "big")
+    if not masked:
+        return head + payload
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+CONNECT = json.dumps({"type": "connect", "token": "t"}).encode()
+ws_streams = {
+    "text": ws(True, 1, CONNECT),
+    "text-16bit-len": ws(True, 1, b" " * 300),
+    "text-at-limit": ws(True, 1, b"x" * 1024),
+    "text-over-limit": ws(True, 1, b"x" * 1025),
+    "len-64bit": ws(True, 1, b"y" * 70000)[:20],
+    "len-top-bit": bytes([0x81, 0xFF]) + (2**63).to_bytes(8, "big") + b"\0\0\0\0",
+    "fragmented-with-ping": ws(False, 1, CONNECT[:9]) + ws(True, 9, b"p") + ws(False, 0, CONNECT[9:20]) + ws(True, 0, CONNECT[20:]),
+    "fragmented-utf8-split": ws(False, 1, "€".encode()[:1]) + ws(True, 0, "€".encode()[1:]),
+    "fragments-over-limit": ws(False, 1, b"a" * 600) + ws(True, 0, b"a" * 600),
+    "binary": ws(True, 2, bytes(range(40))),
+    "ping-pong": ws(True, 9, b"hello") + ws(True, 10, b""),
+    "ping-125": ws(True, 9, b"p" * 125),
+    "ping-126": ws(True, 9, b"p" * 126),
+    "close-1000-reason": ws(True, 8, (1000).to_bytes(2, "big") + b"bye"),
+    "close-empty": ws(True, 8, b""),
+    "close-one-byte": ws(True, 8, b"\x03"),
+    "close-1005": ws(True, 8, (1005).to_bytes(2, "big")),
+    "close-4999": ws(True, 8, (4999).to_bytes(2, "big")),
+    "close-bad-utf8": ws(True, 8, (1000).to_bytes(2, "big") + b"\xff"),
+    "unmasked": ws(True, 1, b"{}", masked=False),
+    "rsv-bits": bytes([0xC1]) + ws(True, 1, b"{}")[1:],
+    "opcode-3": ws(True, 3, b"x"),
+    "continuation-first": ws(True, 0, b"x"),
+    "text-inside-fragment": ws(False, 1, b"a") + ws(True, 1, b"b"),
+    "fragmented-ping": ws(False, 9, b"x"),
+    "invalid-utf8": ws(True, 1, b"\xc3\x28"),
+    "many-small": b"".join(ws(True, 10, b"") for _ in range(50)) + ws(True, 1, b"{}"),
+}
+
+
 def write(target, name, data):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -141,3 +189,5 @@ for n, f in frames.items():
     write("frame", n, f)
 for n, f in binary_frames.items():
     write("frame", n, f)
+for n, f in ws_streams.items():
+    write("wsframe", n, f)

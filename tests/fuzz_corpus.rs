@@ -45,6 +45,50 @@ fn frame_corpus_replays_clean() {
 }
 
 #[test]
+fn wsframe_corpus_replays_clean() {
+    let n = replay("wsframe", checks::wsframe);
+    eprintln!("wsframe: {n} inputs");
+}
+
+/// The seeds still reach what they were made for: a good stream decodes, each refusal
+/// is the error its name says.
+#[test]
+fn wsframe_seeds_reach_their_cases() {
+    use sealcast::ws::codec::CodecError;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/wsframe");
+    let decode = |name: &str| checks::ws_decode(&std::fs::read(dir.join(name)).unwrap(), 1);
+    for name in [
+        "seed-text",
+        "seed-text-at-limit",
+        "seed-fragmented-with-ping",
+        "seed-many-small",
+    ] {
+        let (msgs, err) = decode(name);
+        assert!(!msgs.is_empty() && err.is_none(), "{name}: {err:?}");
+    }
+    for (name, want) in [
+        ("seed-text-over-limit", CodecError::TooLarge),
+        ("seed-fragments-over-limit", CodecError::TooLarge),
+        ("seed-invalid-utf8", CodecError::InvalidUtf8),
+        ("seed-close-bad-utf8", CodecError::InvalidUtf8),
+    ] {
+        assert_eq!(decode(name).1, Some(want), "{name}");
+    }
+    for name in [
+        "seed-unmasked",
+        "seed-rsv-bits",
+        "seed-opcode-3",
+        "seed-ping-126",
+        "seed-close-1005",
+    ] {
+        assert!(
+            matches!(decode(name).1, Some(CodecError::Protocol(_))),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn token_corpus_replays_clean() {
     let auth = checks::authenticator();
     let n = replay("token", |d| checks::token(d, &auth));

@@ -9,6 +9,8 @@
 //! - `token`: a token that verifies is byte-for-byte the canonical HS512 JWT of its own
 //!   signing input under a configured key (so no mutation of a valid token, and no other
 //!   encoding of the same MAC, is ever accepted), and its claims obey PROTOCOL.md 2.
+//! - `wsframe`: the WebSocket decoder gives the same messages and error however a stream
+//!   is split, and what it accepts obeys RFC 6455's bounds and re-frames to itself.
 #![forbid(unsafe_code)]
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
@@ -17,6 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::Mac;
 use sealcast::auth::{Authenticator, HmacSha512, Secret, TokenPolicy};
 use sealcast::protocol::{AppId, Channel, ClientFrame, EventName, FrameError, Namespace};
+use sealcast::ws::codec::{CodecError, Decoded, Decoder, Inbound, OP_TEXT};
 use serde_json::Value;
 
 /// The unix time every token check runs at; the seed tokens are minted around it.
@@ -282,4 +285,86 @@ fn accepted(token: &str, aud: &str) -> Value {
     assert!(exp > iat && exp - iat <= max);
     assert!(now < exp + 30 && iat <= now + 30);
     claims
+}
+
+// ---- wsframe ----
+
+/// The largest message the `wsframe` target's decoder accepts (small, so that the fuzzer
+/// reaches the size checks).
+pub const WS_MAX: usize = 1024;
+
+/// Runs the relay's WebSocket decoder over `data` as a client's byte stream, stopping at
+/// the first error, fed in pieces of `chunk` bytes. Returns the messages and the error.
+pub fn ws_decode(data: &[u8], chunk: usize) -> (Vec<Inbound>, Option<CodecError>) {
+    let mut d = Decoder::new(WS_MAX);
+    let (mut buf, mut pos, mut out) = (Vec::new(), 0usize, Vec::new());
+    for piece in data.chunks(chunk.max(1)) {
+        buf.extend_from_slice(piece);
+        loop {
+            match d.decode(&buf[pos..]) {
+                Err(e) => return (out, Some(e)),
+                Ok(Decoded::Incomplete) => break,
+                Ok(Decoded::Frame { consumed, message }) => {
+                    assert!(consumed >= 6, "a client frame is at least 6 bytes");
+                    assert!(pos + consumed <= buf.len(), "consumed more than given");
+                    pos += consumed;
+                    out.extend(message);
+                }
+            }
+        }
+    }
+    (out, None)
+}
+
+/// A masked client frame, as a browser makes it.
+pub fn ws_client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x5a, 0x01, 0xc3, 0x7e];
+    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// The WebSocket decoder on any bytes. Oracles: the same messages and the same error
+/// however the stream is split (whole, byte by byte, and in pieces sized by the input);
+/// every message obeys RFC 6455's bounds (text at most `WS_MAX` bytes, a ping's payload at
+/// most 125, an allowed close code); and every decoded text message, framed again by a
+/// conforming client, decodes to itself.
+pub fn wsframe(data: &[u8]) {
+    let whole = ws_decode(data, data.len().max(1));
+    assert_eq!(ws_decode(data, 1), whole, "byte by byte differs");
+    let chunk = 1 + data.first().map_or(0, |b| usize::from(*b) % 97);
+    assert_eq!(
+        ws_decode(data, chunk),
+        whole,
+        "in pieces of {chunk} differs"
+    );
+    for m in &whole.0 {
+        match m {
+            Inbound::Text(t) => {
+                assert!(t.len() <= WS_MAX);
+                let again = ws_decode(&ws_client_frame(true, OP_TEXT, t.as_bytes()), 7);
+                assert_eq!(again, (vec![m.clone()], None));
+            }
+            Inbound::Ping(p) => assert!(p.len() <= 125),
+            Inbound::Close(Some(code)) => {
+                assert!(
+                    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999),
+                    "{code}"
+                )
+            }
+            Inbound::Binary | Inbound::Pong | Inbound::Close(None) => {}
+        }
+    }
 }

@@ -94,11 +94,12 @@ pub struct Decoder {
     partial: Option<Box<Partial>>,
 }
 
+/// A frame header up to its length (the mask, which follows, is read separately so that
+/// an oversize length is refused without waiting for anything after it).
 struct Header {
     fin: bool,
     opcode: u8,
-    mask: [u8; 4],
-    /// Header bytes, mask included.
+    /// Header bytes before the mask.
     len: usize,
     payload: u64,
 }
@@ -150,14 +151,10 @@ fn parse_header(input: &[u8]) -> Result<Option<Header>, CodecError> {
             return Err(CodecError::Protocol("control frame over 125 bytes"));
         }
     }
-    let Some(m) = input.get(2 + ext..6 + ext) else {
-        return Ok(None);
-    };
     Ok(Some(Header {
         fin,
         opcode,
-        mask: [m[0], m[1], m[2], m[3]],
-        len: 6 + ext,
+        len: 2 + ext,
         payload,
     }))
 }
@@ -216,23 +213,28 @@ impl Decoder {
                 return Err(CodecError::TooLarge);
             }
         }
-        // Within the message limit (or 125 for control frames), so it fits in usize.
-        let payload_len = h.payload as usize;
-        let Some(raw) = input.get(h.len..h.len + payload_len) else {
+        let Some(m) = input.get(h.len..h.len + 4) else {
             return Ok(Decoded::Incomplete);
         };
-        let consumed = h.len + payload_len;
+        let mask = [m[0], m[1], m[2], m[3]];
+        let start = h.len + 4;
+        // Within the message limit (or 125 for control frames), so it fits in usize.
+        let payload_len = h.payload as usize;
+        let Some(raw) = input.get(start..start + payload_len) else {
+            return Ok(Decoded::Incomplete);
+        };
+        let consumed = start + payload_len;
         let frame = |message| Ok(Decoded::Frame { consumed, message });
         match h.opcode {
             OP_PING => {
                 let mut p = raw.to_vec();
-                unmask(&mut p, h.mask);
+                unmask(&mut p, mask);
                 frame(Some(Inbound::Ping(p)))
             }
             OP_PONG => frame(Some(Inbound::Pong)),
             OP_CLOSE => {
                 let mut p = raw.to_vec();
-                unmask(&mut p, h.mask);
+                unmask(&mut p, mask);
                 match p.len() {
                     0 => frame(Some(Inbound::Close(None))),
                     1 => Err(CodecError::Protocol("close frame of one byte")),
@@ -256,9 +258,9 @@ impl Decoder {
                         data: Vec::new(),
                     }),
                 };
-                let start = partial.data.len();
+                let at = partial.data.len();
                 partial.data.extend_from_slice(raw);
-                unmask(&mut partial.data[start..], h.mask);
+                unmask(&mut partial.data[at..], mask);
                 if !h.fin {
                     self.partial = Some(partial);
                     return frame(None);
