@@ -69,6 +69,31 @@ impl Client {
         })
     }
 
+    /// Opens the socket with extra request headers (`Origin`, `X-Forwarded-For`, ...),
+    /// without authenticating; a refused upgrade is [`ClientError::Ws`] with its HTTP
+    /// response.
+    pub async fn open_with_headers(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, ClientError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+        let mut req = url.into_client_request()?;
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| ClientError::Ws(tokio_tungstenite::tungstenite::Error::from(e)))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| ClientError::Ws(tokio_tungstenite::tungstenite::Error::from(e)))?;
+            req.headers_mut().append(name, value);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        Ok(Client {
+            ws,
+            pending: VecDeque::new(),
+            next_id: 1,
+        })
+    }
+
     /// Opens a `wss://` socket trusting the roots of `tls`, without authenticating.
     pub async fn open_tls(
         url: &str,

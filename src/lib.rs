@@ -83,6 +83,8 @@ pub struct AppState {
     pub revocations: revocation::Revocations,
     /// Which origins may open a WebSocket.
     pub origins: http::origin::OriginPolicy,
+    /// Whose `X-Forwarded-For` to believe.
+    pub proxies: http::proxy::TrustedProxies,
     /// Where publications go.
     pub broker: Arc<dyn Broker>,
     /// Metrics.
@@ -132,6 +134,7 @@ impl Server {
             registry: ws::registry::Registry::default(),
             revocations: revocation::Revocations::new(config.revocation.max_entries),
             origins: http::origin::OriginPolicy::from_config(config.allowed_origins.as_deref()),
+            proxies: http::proxy::TrustedProxies::from_config(&config.http.trusted_proxies),
             tls: match &config.tls {
                 Some(t) => Some(Arc::new(
                     tls::TlsReloader::new(t).map_err(std::io::Error::other)?,

@@ -324,6 +324,10 @@ impl Config {
         nonzero("http.max_body_bytes", p.max_body_bytes)?;
         nonzero("http.max_batch", p.max_batch)?;
         positive("http.header_read_timeout", p.header_read_timeout)?;
+        for (i, entry) in p.trusted_proxies.iter().enumerate() {
+            crate::http::proxy::parse_entry(entry)
+                .map_err(|problem| invalid(format!("http.trusted_proxies[{i}]"), problem))?;
+        }
         if self.shutdown.grace < self.shutdown.drain {
             return Err(invalid("shutdown.grace", "must be at least shutdown.drain"));
         }

@@ -120,6 +120,9 @@ pub struct HttpConfig {
     /// connection is closed after it.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Proxies (addresses or networks) whose `X-Forwarded-For` names the client, for the
+    /// per-IP connect limit and audit records; empty: the header is ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -129,6 +132,7 @@ impl Default for HttpConfig {
             max_payload_bytes: 64 * 1024,
             max_batch: 1000,
             header_read_timeout: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
         }
     }
 }

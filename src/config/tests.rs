@@ -58,6 +58,10 @@ fn refusals_name_the_key() {
     assert!(err(&inline).contains("secret"));
     assert!(err(&format!("{GOOD}[tokens]\nleeway = \"31s\"\n")).contains("tokens.leeway"));
     assert!(err("listen = \"127.0.0.1:1\"").contains("no app"));
+    let proxies = err(&format!(
+        "{GOOD}[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n"
+    ));
+    assert!(proxies.contains("http.trusted_proxies[1]"), "{proxies}");
 }
 
 #[test]
@@ -71,6 +75,7 @@ fn the_shipped_example_config_loads() {
     assert_eq!(c.apps[0].keys.len(), 2);
     assert_eq!(c.limits.max_connections, 19000);
     assert!(c.allowed_origins.is_some());
+    assert_eq!(c.http.trusted_proxies, ["10.0.0.0/8"]);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 pub mod error;
 pub mod ops;
 pub mod origin;
+pub mod proxy;
 pub mod publish;
 pub mod revoke;
 

@@ -1,7 +1,7 @@
 //! The steps around a session: authenticating the first frame, admitting the session
 //! (revocation, per-app and per-namespace limits), and ending a session politely.
 
-use std::net::SocketAddr;
+use crate::http::proxy::ClientAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -62,7 +62,7 @@ pub(crate) async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
 pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     state: &AppState,
-    peer: SocketAddr,
+    peer: ClientAddr,
 ) -> Result<ConnectClaims, End> {
     let deadline = Instant::now() + state.config.websocket.auth_timeout;
     loop {
@@ -120,7 +120,7 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 pub(crate) fn admit(
     state: &AppState,
     claims: &ConnectClaims,
-    peer: SocketAddr,
+    peer: ClientAddr,
 ) -> Result<SessionGuard, CloseCode> {
     if state
         .revocations
@@ -147,7 +147,7 @@ pub(crate) fn admit(
 
 pub(crate) fn audit_rejection(
     state: &AppState,
-    peer: SocketAddr,
+    peer: ClientAddr,
     r: Option<&Rejection>,
     reason: &str,
 ) {

@@ -32,7 +32,7 @@ pub async fn upgrade(
     ConnectInfo(peer): ConnectInfo<PeerAddr>,
     mut req: Request,
 ) -> Response {
-    let peer = peer.0;
+    let peer = state.proxies.client(peer.0, req.headers());
     let accept = match accept_key(req.version(), req.headers()) {
         Ok(a) => a,
         Err(refused) => return refused,

@@ -6,8 +6,8 @@
 //! it only through its [`Outbox`](crate::hub::Outbox), so an idle session waits on its
 //! socket, one `Notify` and one timer entry, and holds no buffer.
 
+use crate::http::proxy::ClientAddr;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::upgrade::Upgraded;
@@ -37,7 +37,7 @@ use crate::ws::registry::{Registered, SessionHandle};
 /// session holds the stream itself; and the task is spawned here, once the stream's type
 /// is known, so that it holds exactly that session's state and nothing of the upgrade
 /// (a plain-TCP session does not reserve room for a TLS stream).
-pub fn start(upgraded: Upgraded, state: Arc<AppState>, peer: SocketAddr, open: OpenGuard) {
+pub fn start(upgraded: Upgraded, state: Arc<AppState>, peer: ClientAddr, open: OpenGuard) {
     let max = state.config.websocket.max_frame_bytes;
     let tracker = state.sessions.clone();
     // The bytes hyper read past the request are copied out at once: they share the
@@ -77,7 +77,7 @@ pub fn start(upgraded: Upgraded, state: Arc<AppState>, peer: SocketAddr, open: O
 fn run<S>(
     mut conn: Conn<S>,
     state: Arc<AppState>,
-    peer: SocketAddr,
+    peer: ClientAddr,
     open: OpenGuard,
 ) -> impl Future<Output = ()> + Send
 where
@@ -121,7 +121,7 @@ struct Entered<'a> {
 fn enter<'a>(
     state: &'a Arc<AppState>,
     claims: ConnectClaims,
-    peer: SocketAddr,
+    peer: ClientAddr,
 ) -> Result<Entered<'a>, End> {
     let places = admit(state, &claims, peer).map_err(End::Close)?;
     let ConnectClaims {
@@ -173,7 +173,7 @@ struct Session {
     state: Arc<AppState>,
     /// The token's namespace: the only one this session may subscribe in.
     ns: Namespace,
-    peer: SocketAddr,
+    peer: ClientAddr,
     id: SessionId,
     /// Random, shown to the client and in audit records (hex).
     public_id: [u8; 8],
@@ -630,7 +630,7 @@ mod tests {
         let conn = Conn::new(tcp, &[], 1024);
         let conn_size = std::mem::size_of_val(&conn);
         let open = state.limits.admit_upgrade(peer.ip()).unwrap();
-        let task = run(conn, Arc::clone(&state), peer, open);
+        let task = run(conn, Arc::clone(&state), ClientAddr::direct(peer), open);
         let task_size = std::mem::size_of_val(&task);
         let session = std::mem::size_of::<Session>();
         eprintln!("conn {conn_size} B, session {session} B, task future {task_size} B");
