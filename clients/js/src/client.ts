@@ -2,200 +2,38 @@
  * Browser-side (subscriber) client of the sealcast relay. No runtime dependencies: it uses
  * the native `WebSocket` and WebCrypto. In Node, pass a WebSocket constructor (e.g. from the
  * `ws` package) through {@link SealcastOptions.WebSocket}.
+ *
+ * This module holds the `Sealcast` class: the connection and session state machine. Its
+ * types, errors, channel bookkeeping, delivery queue and timing arithmetic live in the
+ * modules imported below; the public ones are re-exported here, where `index.ts` takes them.
  */
-import { decryptText, importKey, type KeyInput } from "./crypto.js";
-import {
-  closeCodeInfo,
-  type ClientFrame,
-  type ServerFrame,
-  type StreamPosition,
-  type SubscribedFrame,
-} from "./protocol.js";
+import { channelPosition, markSubscribed, newChannelState, subscriptionHandle, type ChannelState, type Listener } from "./channels.js";
+import { importKey, type KeyInput } from "./crypto.js";
+import { Delivery } from "./delivery.js";
+import { errMessage, SealcastError } from "./errors.js";
+import { closeCodeInfo, type ClientFrame, type ServerFrame, type SubscribedFrame } from "./protocol.js";
+import { backoffWindowMs, refreshDelayMs } from "./timing.js";
+import { safeClose, toWsUrl, watchOnline, type WebSocketConstructor, type WebSocketLike } from "./transport.js";
+import type { ConnectionState, EventMap, PublicationMeta, SealcastOptions, SubscribeOptions, Subscription } from "./types.js";
 
-/** The subset of the WHATWG WebSocket interface that the client uses. */
-export interface WebSocketLike {
-  readonly readyState: number;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-  onopen: ((ev: any) => unknown) | null;
-  onmessage: ((ev: { data: unknown }) => unknown) | null;
-  onclose: ((ev: { code: number; reason: string; wasClean?: boolean }) => unknown) | null;
-  onerror: ((ev: any) => unknown) | null;
-}
-export type WebSocketConstructor = new (url: string) => WebSocketLike;
-
-export type ConnectionState =
-  | { status: "idle" }
-  | { status: "connecting"; attempt: number }
-  | { status: "connected"; session: string; ns: string; expiresAt: number }
-  | {
-      status: "disconnected";
-      code: number;
-      reason: string;
-      /** True if the client will reconnect by itself. */
-      willRetry: boolean;
-      /** Delay before the next attempt, when willRetry. */
-      retryInMs?: number;
-    };
-
-/** Everything the client reports through `onError`. Never carries plaintext. */
-export type SealcastErrorKind =
-  | "decrypt_failed" // a publication failed authentication with every key: dropped
-  | "bad_payload" // decrypted, but not JSON: dropped
-  | "relay_error" // an `error` frame from the relay
-  | "closed" // the relay closed the connection with a code that is not retried
-  | "token" // getToken() failed
-  | "protocol" // an unexpected frame from the relay
-  | "gap" // offsets jumped (should never happen with a conforming relay)
-  | "handler"; // an application handler threw
-
-export class SealcastError extends Error {
-  readonly kind: SealcastErrorKind;
-  readonly channel?: string;
-  readonly event?: string;
-  readonly offset?: number;
-  /** relay error code (`forbidden`, ...) or close code. */
-  readonly code?: string | number;
-  constructor(
-    kind: SealcastErrorKind,
-    message: string,
-    extra: { channel?: string; event?: string; offset?: number; code?: string | number; cause?: unknown } = {},
-  ) {
-    super(message);
-    this.name = "SealcastError";
-    this.kind = kind;
-    this.channel = extra.channel;
-    this.event = extra.event;
-    this.offset = extra.offset;
-    this.code = extra.code;
-    if (extra.cause !== undefined) (this as { cause?: unknown }).cause = extra.cause;
-  }
-}
-
-export interface BackoffOptions {
-  /** First retry window in ms (default 500). */
-  baseMs?: number;
-  /** Largest retry window in ms (default 30000). */
-  maxMs?: number;
-  /** Smallest window after a 4029 rate-limit close (default 5000). */
-  rateLimitedMinMs?: number;
-}
-
-export interface SealcastOptions {
-  /** WebSocket URL of the relay, e.g. `wss://relay.example/v1/ws`. An http(s) base URL gets `/v1/ws` appended. */
-  url: string;
-  /** Returns a fresh connect token. Called on every (re)connect and before the token expires. */
-  getToken: () => Promise<string> | string;
-  /** Payload key ring: every key is tried in order (rotation). */
-  keys: readonly KeyInput[] | KeyInput;
-  onError?: (error: SealcastError) => void;
-  /** Defaults to `globalThis.WebSocket`. */
-  WebSocket?: WebSocketConstructor;
-  backoff?: BackoffOptions;
-  /** Fraction of the token's remaining lifetime after which it is refreshed in-band (default 0.8). `false` disables. */
-  refreshAt?: number | false;
-  /** Connect at construction time (default true). Otherwise call {@link Sealcast.connect}. */
-  autoConnect?: boolean;
-  /** Random source in [0,1) for the jitter (tests). */
-  random?: () => number;
-}
-
-/** Metadata delivered with every publication. */
-export interface PublicationMeta {
-  channel: string;
-  event: string;
-  offset: number;
-  epoch: string;
-  /** True while replaying publications missed during a disconnection. */
-  replayed: boolean;
-}
-
-export type EventMap = Record<string, unknown>;
-export type EventName<M> = Extract<keyof M, string>;
-
-export interface RecoveryFailedInfo {
-  channel: string;
-  /** The position the client asked to resume from. */
-  since: StreamPosition;
-  /** The channel's new position; state must be reloaded from the app up to here. */
-  position: StreamPosition;
-}
-
-export interface SubscribeOptions<M extends object = EventMap> {
-  /** Called for every authenticated publication, with the parsed JSON plaintext. */
-  onEvent?: (event: EventName<M>, payload: M[EventName<M>], meta: PublicationMeta) => void;
-  /** Publications were lost (relay restart, history expired): reload state from the app. */
-  onRecoveryFailed?: (info: RecoveryFailedInfo) => void;
-  /** Called each time the subscription becomes live (also after every reconnect). */
-  onSubscribed?: (info: { channel: string; position: StreamPosition; recovered?: boolean }) => void;
-  /** The relay refused the subscription (e.g. `forbidden`); it is not retried. */
-  onError?: (error: SealcastError) => void;
-  /**
-   * Start from this position instead of "now", e.g. the position at which the app's state
-   * snapshot was taken. Everything after it is replayed (or onRecoveryFailed is called).
-   */
-  since?: StreamPosition;
-}
-
-export interface Subscription<M extends object = EventMap> {
-  readonly channel: string;
-  /** Last position seen on this channel, if any. */
-  readonly position: StreamPosition | undefined;
-  /** Typed handler for one event; returns a function that removes it. */
-  on<K extends EventName<M>>(event: K, handler: (payload: M[K], meta: PublicationMeta) => void): () => void;
-  unsubscribe(): void;
-}
-
-interface Listener {
-  opts: SubscribeOptions<any>;
-  handlers: Map<string, Set<(payload: any, meta: PublicationMeta) => void>>;
-}
-
-type WireState = "none" | "pending" | "active";
-
-interface ChannelState {
-  channel: string;
-  listeners: Set<Listener>;
-  wire: WireState;
-  /** request id of the pending subscribe */
-  reqId?: number;
-  /** position asked for in the pending subscribe */
-  askedSince?: StreamPosition;
-  epoch?: string;
-  /** last offset seen (from `subscribed` or `pub`) */
-  offset?: number;
-  /** offset up to which publications are a replay */
-  replayUntil?: number;
-}
+export { SealcastError, type SealcastErrorKind } from "./errors.js";
+export type { WebSocketConstructor, WebSocketLike } from "./transport.js";
+export type {
+  BackoffOptions,
+  ConnectionState,
+  EventMap,
+  EventName,
+  PublicationMeta,
+  RecoveryFailedInfo,
+  SealcastOptions,
+  SubscribeOptions,
+  Subscription,
+} from "./types.js";
 
 type Pending =
   | { kind: "subscribe"; ch: ChannelState }
   | { kind: "unsubscribe"; channel: string }
   | { kind: "refresh" };
-
-function toWsUrl(url: string): string {
-  if (/^https?:\/\//i.test(url)) {
-    const u = new URL(url);
-    u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
-    if (u.pathname === "/" || u.pathname === "") u.pathname = "/v1/ws";
-    return u.toString();
-  }
-  return url;
-}
-
-/** Reads `iat`/`exp` of a JWT without verifying it (used only to time the refresh). */
-function tokenLifetimeMs(token: string): number | undefined {
-  try {
-    const part = token.split(".")[1];
-    if (!part) return undefined;
-    const json = atob(part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "="));
-    const c = JSON.parse(json) as { iat?: number; exp?: number };
-    if (typeof c.iat === "number" && typeof c.exp === "number" && c.exp > c.iat) return (c.exp - c.iat) * 1000;
-  } catch {
-    /* not a JWT we can read: fine */
-  }
-  return undefined;
-}
 
 /**
  * A connection to the relay, shared by all subscriptions of a page.
@@ -224,11 +62,12 @@ export class Sealcast {
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private currentToken = "";
-  /** Serialises decryption so publications are delivered in arrival order. */
-  private deliveryChain: Promise<void> = Promise.resolve();
+  /** Ordered delivery of publications and callbacks to the application. */
+  private readonly delivery = new Delivery((e) => this.report(e));
   /** Increments for each socket; events of an old socket are ignored. */
   private generation = 0;
-  private onlineHandler: (() => void) | null = null;
+  /** Stops listening for the browser's `online` event, while listening. */
+  private stopOnlineWatch: (() => void) | null = null;
 
   constructor(options: SealcastOptions) {
     if (!options || typeof options.url !== "string") throw new TypeError("sealcast: options.url is required");
@@ -308,11 +147,7 @@ export class Sealcast {
   subscribe<M extends object = EventMap>(channel: string, options: SubscribeOptions<M> = {}): Subscription<M> {
     let ch = this.channels.get(channel);
     if (!ch) {
-      ch = { channel, listeners: new Set(), wire: "none" };
-      if (options.since) {
-        ch.epoch = options.since.epoch;
-        ch.offset = options.since.offset;
-      }
+      ch = newChannelState(channel, options.since);
       this.channels.set(channel, ch);
     }
     const listener: Listener = { opts: options, handlers: new Map() };
@@ -322,35 +157,19 @@ export class Sealcast {
     else if (ch.wire === "active" && ch.epoch !== undefined && ch.offset !== undefined) {
       // Already live: tell the new listener where the stream stands.
       const info = { channel, position: { epoch: ch.epoch, offset: ch.offset } };
-      queueMicrotask(() => this.safeCall(() => options.onSubscribed?.(info)));
+      queueMicrotask(() => this.delivery.call(() => options.onSubscribed?.(info)));
     }
-    let done = false;
-    return {
-      channel,
-      get position() {
-        return state.epoch !== undefined && state.offset !== undefined ? { epoch: state.epoch, offset: state.offset } : undefined;
-      },
-      on: (event, handler) => {
-        let set = listener.handlers.get(event);
-        if (!set) listener.handlers.set(event, (set = new Set()));
-        set.add(handler as (p: unknown, m: PublicationMeta) => void);
-        return () => set!.delete(handler as (p: unknown, m: PublicationMeta) => void);
-      },
-      unsubscribe: () => {
-        if (done) return;
-        done = true;
-        state.listeners.delete(listener);
-        if (state.listeners.size === 0 && this.channels.get(channel) === state) {
-          this.channels.delete(channel);
-          if (state.wire !== "none" && this.isConnected()) {
-            const id = this.nextId++;
-            this.pending.set(id, { kind: "unsubscribe", channel });
-            this.send({ type: "unsubscribe", id, channel });
-          }
-          state.wire = "none";
-        }
-      },
-    };
+    return subscriptionHandle<M>(state, listener, () => {
+      // The channel's last listener is gone: drop the relay subscription too.
+      if (this.channels.get(channel) !== state) return;
+      this.channels.delete(channel);
+      if (state.wire !== "none" && this.isConnected()) {
+        const id = this.nextId++;
+        this.pending.set(id, { kind: "unsubscribe", channel });
+        this.send({ type: "unsubscribe", id, channel });
+      }
+      state.wire = "none";
+    });
   }
 
   // ---------------------------------------------------------------- connection
@@ -446,11 +265,7 @@ export class Sealcast {
   }
 
   private failAndRetry(code: number, reason: string): void {
-    const b = this.opts.backoff ?? {};
-    const base = b.baseMs ?? 500;
-    const max = b.maxMs ?? 30000;
-    let window = Math.min(max, base * 2 ** Math.min(this.attempt, 30));
-    if (code === 4029) window = Math.max(window, b.rateLimitedMinMs ?? 5000);
+    const window = backoffWindowMs(this.attempt, code, this.opts.backoff ?? {});
     this.attempt++;
     // Full jitter: uniform in [0, window).
     this.scheduleRetry(Math.floor(this.rand() * window), code, reason);
@@ -473,23 +288,20 @@ export class Sealcast {
   }
 
   private installOnlineHandler(): void {
-    const g = globalThis as { addEventListener?: (t: string, f: () => void) => void };
-    if (this.onlineHandler || typeof g.addEventListener !== "function" || typeof (globalThis as any).window === "undefined") return;
-    this.onlineHandler = () => {
+    if (this.stopOnlineWatch) return;
+    this.stopOnlineWatch = watchOnline(() => {
       // Back online: skip the rest of the backoff delay.
       if (this.retryTimer && !this.stopped) {
         clearTimeout(this.retryTimer);
         this.retryTimer = null;
         void this.open();
       }
-    };
-    g.addEventListener("online", this.onlineHandler);
+    });
   }
 
   private removeOnlineHandler(): void {
-    const g = globalThis as { removeEventListener?: (t: string, f: () => void) => void };
-    if (this.onlineHandler && typeof g.removeEventListener === "function") g.removeEventListener("online", this.onlineHandler);
-    this.onlineHandler = null;
+    this.stopOnlineWatch?.();
+    this.stopOnlineWatch = null;
   }
 
   private send(frame: ClientFrame): void {
@@ -506,7 +318,7 @@ export class Sealcast {
     const id = this.nextId++;
     ch.wire = "pending";
     ch.reqId = id;
-    const since = ch.epoch !== undefined && ch.offset !== undefined ? { epoch: ch.epoch, offset: ch.offset } : undefined;
+    const since = channelPosition(ch);
     ch.askedSince = since;
     this.pending.set(id, { kind: "subscribe", ch });
     this.send(since ? { type: "subscribe", id, channel: ch.channel, since } : { type: "subscribe", id, channel: ch.channel });
@@ -564,24 +376,15 @@ export class Sealcast {
     const ch = p && p.kind === "subscribe" ? p.ch : this.channels.get(f.channel);
     if (!ch || this.channels.get(f.channel) !== ch || ch.wire !== "pending") return; // unsubscribed meanwhile
     const asked = ch.askedSince;
-    ch.wire = "active";
-    ch.replayUntil = f.offset;
+    markSubscribed(ch, f, asked);
     const position = { epoch: f.epoch, offset: f.offset };
-    if (asked && f.recovered === true) {
-      // Replay of (asked.offset, f.offset] follows: keep the last seen offset.
-      ch.epoch = f.epoch;
-      ch.offset = asked.offset;
-    } else {
-      ch.epoch = f.epoch;
-      ch.offset = f.offset;
-    }
     const info = { channel: ch.channel, position, recovered: f.recovered };
     const recoveryFailed = asked !== undefined && f.recovered !== true;
     // Run callbacks in delivery order, after any publication already queued.
-    this.enqueue(async () => {
+    this.delivery.enqueue(async () => {
       for (const l of [...ch.listeners]) {
-        if (recoveryFailed) this.safeCall(() => l.opts.onRecoveryFailed?.({ channel: ch.channel, since: asked!, position }));
-        this.safeCall(() => l.opts.onSubscribed?.(info));
+        if (recoveryFailed) this.delivery.call(() => l.opts.onRecoveryFailed?.({ channel: ch.channel, since: asked!, position }));
+        this.delivery.call(() => l.opts.onSubscribed?.(info));
       }
     });
   }
@@ -600,29 +403,7 @@ export class Sealcast {
     }
     ch.offset = offset;
     const meta: PublicationMeta = { channel, event, offset, epoch: ch.epoch ?? "", replayed: offset <= (ch.replayUntil ?? 0) };
-    const keysP = this.keys;
-    this.enqueue(async () => {
-      let text: string;
-      try {
-        text = await decryptText(channel, event, data, await keysP);
-      } catch (e) {
-        this.report(new SealcastError("decrypt_failed", `publication ${channel}@${offset} (${event}) failed authentication: dropped`, { channel, event, offset, cause: e }));
-        return;
-      }
-      let payload: unknown;
-      try {
-        payload = JSON.parse(text);
-      } catch {
-        this.report(new SealcastError("bad_payload", `publication ${channel}@${offset} (${event}) is not JSON: dropped`, { channel, event, offset }));
-        return;
-      }
-      if (this.channels.get(channel) !== ch) return; // unsubscribed while decrypting
-      for (const l of [...ch.listeners]) {
-        if (l.opts.onEvent) this.safeCall(() => l.opts.onEvent!(event, payload, meta), channel);
-        const hs = l.handlers.get(event);
-        if (hs) for (const h of [...hs]) this.safeCall(() => h(payload, meta), channel);
-      }
-    });
+    this.delivery.publication(ch, data, meta, this.keys, () => this.channels.get(channel) === ch);
   }
 
   private onErrorFrame(id: number | undefined, code: string, message: string): void {
@@ -637,7 +418,7 @@ export class Sealcast {
         ch.wire = "none";
         this.channels.delete(ch.channel);
       }
-      for (const l of [...ch.listeners]) this.safeCall(() => l.opts.onError?.(err));
+      for (const l of [...ch.listeners]) this.delivery.call(() => l.opts.onError?.(err));
       this.report(err);
       return;
     }
@@ -655,14 +436,10 @@ export class Sealcast {
     this.refreshTimer = null;
     const ratio = this.opts.refreshAt ?? 0.8;
     if (ratio === false || typeof expiresAt !== "number") return;
-    let remaining = expiresAt * 1000 - Date.now();
-    // Guard against a skewed local clock: never wait longer than the token's own lifetime.
-    const lifetime = tokenLifetimeMs(token);
-    if (lifetime !== undefined && (remaining <= 0 || remaining > lifetime)) remaining = lifetime;
-    if (remaining <= 0) return;
-    const delay = Math.max(250, Math.floor(remaining * ratio));
+    const delay = refreshDelayMs(expiresAt, token, ratio, Date.now());
+    if (delay === undefined) return;
     const gen = this.generation;
-    this.refreshTimer = setTimeout(() => void this.refresh(gen), Math.min(delay, 2 ** 31 - 1));
+    this.refreshTimer = setTimeout(() => void this.refresh(gen), delay);
   }
 
   private async refresh(gen: number): Promise<void> {
@@ -692,18 +469,6 @@ export class Sealcast {
     return p;
   }
 
-  private enqueue(task: () => Promise<void>): void {
-    this.deliveryChain = this.deliveryChain.then(task).catch((e) => this.report(new SealcastError("handler", errMessage(e), { cause: e })));
-  }
-
-  private safeCall(f: () => void, channel?: string): void {
-    try {
-      f();
-    } catch (e) {
-      this.report(new SealcastError("handler", `handler threw: ${errMessage(e)}`, { channel, cause: e }));
-    }
-  }
-
   private setState(s: ConnectionState): void {
     this._state = s;
     for (const l of [...this.stateListeners]) {
@@ -726,16 +491,4 @@ export class Sealcast {
       console.warn(`[sealcast] ${e.message}`);
     }
   }
-}
-
-function safeClose(ws: WebSocketLike, code: number, reason: string): void {
-  try {
-    if (ws.readyState === 0 || ws.readyState === 1) ws.close(code, reason);
-  } catch {
-    /* ignore */
-  }
-}
-
-function errMessage(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }
