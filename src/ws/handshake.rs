@@ -1,7 +1,6 @@
 //! The steps around a session: authenticating the first frame, admitting the session
 //! (revocation, per-app and per-namespace limits), and ending a session politely.
 
-use crate::http::proxy::ClientAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -9,6 +8,7 @@ use tokio::time::Instant;
 
 use crate::AppState;
 use crate::auth::{ConnectClaims, Rejection, TokenError, unix_now};
+use crate::http::proxy::ClientAddr;
 use crate::limits::SessionGuard;
 use crate::protocol::{ClientFrame, CloseCode, FrameError};
 use crate::ws::codec::{CodecError, Inbound};

@@ -6,7 +6,6 @@
 //! it only through its [`Outbox`](crate::hub::Outbox), so an idle session waits on its
 //! socket, one `Notify` and one timer entry, and holds no buffer.
 
-use crate::http::proxy::ClientAddr;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -19,6 +18,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::AppState;
 use crate::auth::{ConnectClaims, unix_now};
+use crate::http::proxy::ClientAddr;
 use crate::hub::{ChannelKey, Outbox, SessionId, Stop};
 use crate::limits::OpenGuard;
 use crate::limits::SessionGuard;
