@@ -15,8 +15,9 @@ COPY --from=build /src/target/release/sealcast /usr/local/bin/sealcast
 COPY deploy/sealcast.example.toml /etc/sealcast/sealcast.toml
 USER 10001:10001
 # Inside a container the relay must listen on all interfaces to be reachable.
-ENV SEALCAST_LISTEN=0.0.0.0:8080
-EXPOSE 8080
+ENV SEALCAST_LISTEN=0.0.0.0:8080 SEALCAST_ADMIN_LISTEN=0.0.0.0:9090
+# 8080: WebSockets and the publish API. 9090: /metrics, /healthz, /readyz (keep it private).
+EXPOSE 8080 9090
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/sealcast"]
 CMD ["serve", "--config", "/etc/sealcast/sealcast.toml"]

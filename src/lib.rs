@@ -109,6 +109,8 @@ impl AppState {
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    /// The admin listener, when `admin_listen` is configured.
+    admin: Option<TcpListener>,
     state: Arc<AppState>,
 }
 
@@ -128,6 +130,10 @@ impl Server {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Server> {
         let listener = bind_listener(config.listen)?;
+        let admin = match config.admin_listen {
+            Some(addr) => Some(bind_listener(addr)?),
+            None => None,
+        };
         let state = Arc::new(AppState {
             auth: arc_swap::ArcSwap::from_pointee(authenticator(&config)),
             limits: limits::Limits::new(config.limits.clone(), Arc::clone(&metrics)),
@@ -149,12 +155,21 @@ impl Server {
             ready: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
         });
-        Ok(Server { listener, state })
+        Ok(Server {
+            listener,
+            admin,
+            state,
+        })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The bound admin address, when `admin_listen` is configured.
+    pub fn admin_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.admin.as_ref().map(TcpListener::local_addr).transpose()
     }
 
     /// The shared state (tests read metrics through it).
@@ -170,6 +185,14 @@ impl Server {
         let app = http::router(Arc::clone(&state));
         let listening = state.shutdown.clone();
         let header_timeout = state.config.http.header_read_timeout;
+        // The admin listener outlives the drain, so that `/readyz` answers 503 and `/metrics`
+        // shows the sessions closing until the process exits.
+        let admin_stop = CancellationToken::new();
+        let admin = self.admin.map(|l| {
+            let routes = http::admin_router(Arc::clone(&state));
+            let l = listener::PlainListener(l);
+            tokio::spawn(server::serve(l, routes, header_timeout, admin_stop.clone()))
+        });
         let serving = match &state.tls {
             None => {
                 let l = listener::PlainListener(self.listener);
@@ -183,6 +206,11 @@ impl Server {
         state.ready.store(true, Ordering::Release);
         stop.cancelled().await;
         shutdown::drain(&state, serving).await;
+        admin_stop.cancel();
+        if let Some(admin) = admin {
+            // Requests in flight on it are a scrape or a probe: short.
+            let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
+        }
         sweeper.abort();
         reloader.abort();
         Ok(())

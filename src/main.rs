@@ -212,6 +212,11 @@ async fn serve(config: Option<PathBuf>, dev_mode: bool) -> anyhow::Result<()> {
         println!("{}", dev::banner(addr, s));
     }
     tracing::info!(%addr, apps = config.apps.len(), "sealcast listening");
+    // Printed before the listening line, which tools take as "started".
+    if let Some(admin) = server.admin_addr()? {
+        tracing::info!(%admin, "admin endpoints (/metrics, /healthz, /readyz)");
+        println!("sealcast admin listening on http://{admin}");
+    }
     // The one stdout line tools wait for.
     let scheme = if config.tls.is_some() {
         "https"

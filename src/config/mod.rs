@@ -80,6 +80,8 @@ struct RawConfig {
     #[serde(default = "default_listen")]
     listen: SocketAddr,
     #[serde(default)]
+    admin_listen: Option<SocketAddr>,
+    #[serde(default)]
     log_format: LogFormat,
     #[serde(default)]
     websocket: WebSocketConfig,
@@ -130,6 +132,9 @@ pub struct AppConfig {
 pub struct Config {
     /// Listen address (`SEALCAST_LISTEN` overrides).
     pub listen: SocketAddr,
+    /// Where `/metrics` is served instead of `listen` (`/healthz` and `/readyz` are served on
+    /// both); `None` serves everything on `listen`. `SEALCAST_ADMIN_LISTEN` overrides.
+    pub admin_listen: Option<SocketAddr>,
     /// Log format.
     pub log_format: LogFormat,
     /// Sessions.
@@ -158,7 +163,8 @@ pub struct Config {
 
 impl Config {
     /// Reads and validates a config file; secrets come from the process environment or
-    /// their files; `SEALCAST_LISTEN` overrides `listen`.
+    /// their files; `SEALCAST_LISTEN` overrides `listen`, `SEALCAST_ADMIN_LISTEN`
+    /// `admin_listen`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -175,6 +181,16 @@ impl Config {
                 )
             })?;
         }
+        if let Some(admin) = std::env::var_os("SEALCAST_ADMIN_LISTEN") {
+            let admin = admin.to_string_lossy();
+            config.admin_listen = Some(admin.parse().map_err(|_| {
+                invalid(
+                    "SEALCAST_ADMIN_LISTEN",
+                    "not a socket address like 127.0.0.1:9090",
+                )
+            })?);
+        }
+        config.validate()?;
         Ok(config)
     }
 
@@ -219,6 +235,7 @@ impl Config {
         }
         let config = Config {
             listen: raw.listen,
+            admin_listen: raw.admin_listen,
             log_format: raw.log_format,
             websocket: raw.websocket,
             history: raw.history,
@@ -240,6 +257,7 @@ impl Config {
     pub fn with_apps(listen: SocketAddr, apps: Vec<AppConfig>) -> Config {
         Config {
             listen,
+            admin_listen: None,
             log_format: LogFormat::default(),
             websocket: WebSocketConfig::default(),
             history: HistoryConfig::default(),
@@ -360,6 +378,15 @@ impl Config {
                 crate::http::origin::OriginPattern::parse(o)
                     .map_err(|problem| invalid(format!("allowed_origins[{i}]"), problem))?;
             }
+        }
+        if self
+            .admin_listen
+            .is_some_and(|a| a == self.listen && a.port() != 0)
+        {
+            return Err(invalid(
+                "admin_listen",
+                "must differ from listen (the admin endpoints need a listener of their own)",
+            ));
         }
         if self.apps.is_empty() {
             return Err(invalid(

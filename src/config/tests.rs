@@ -62,6 +62,11 @@ fn refusals_name_the_key() {
         "{GOOD}[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n"
     ));
     assert!(proxies.contains("http.trusted_proxies[1]"), "{proxies}");
+    let same = err(&GOOD.replace(
+        "listen = \"127.0.0.1:9000\"",
+        "listen = \"127.0.0.1:9000\"\nadmin_listen = \"127.0.0.1:9000\"",
+    ));
+    assert!(same.contains("admin_listen"), "{same}");
 }
 
 #[test]
@@ -76,6 +81,7 @@ fn the_shipped_example_config_loads() {
     assert_eq!(c.limits.max_connections, 19000);
     assert!(c.allowed_origins.is_some());
     assert_eq!(c.http.trusted_proxies, ["10.0.0.0/8"]);
+    assert_eq!(c.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
 }
 
 #[test]

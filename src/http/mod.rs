@@ -17,13 +17,29 @@ use axum::routing::{get, post};
 use crate::AppState;
 pub use error::ApiError;
 
-/// Every route of the relay.
+/// The routes of the public listener. `/metrics` is among them only when no admin listener
+/// is configured; `/healthz` and `/readyz` always are (load balancers probe the public port,
+/// and they disclose nothing).
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let public = Router::new()
         .route("/v1/ws", get(crate::ws::upgrade))
         .route("/v1/publish", post(publish::publish))
         .route("/v1/publish/batch", post(publish::publish_batch))
         .route("/v1/revoke", post(revoke::revoke))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz));
+    let public = if state.config.admin_listen.is_none() {
+        public.route("/metrics", get(ops::metrics))
+    } else {
+        public
+    };
+    public.with_state(state)
+}
+
+/// The routes of the admin listener (`admin_listen`): operations only, for a private network
+/// (Prometheus, probes), never the publish API or WebSockets.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
