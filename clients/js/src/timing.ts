@@ -3,6 +3,7 @@
  * delay. Pure functions of their arguments, kept out of the state machine so the arithmetic
  * reads (and can be checked) on its own.
  */
+import { CloseCode } from "./protocol.js";
 import type { BackoffOptions } from "./types.js";
 
 /**
@@ -14,7 +15,7 @@ export function backoffWindowMs(attempt: number, code: number, b: BackoffOptions
   const base = b.baseMs ?? 500;
   const max = b.maxMs ?? 30000;
   let window = Math.min(max, base * 2 ** Math.min(attempt, 30));
-  if (code === 4029) window = Math.max(window, b.rateLimitedMinMs ?? 5000);
+  if (code === CloseCode.RateLimited) window = Math.max(window, b.rateLimitedMinMs ?? 5000);
   return window;
 }
 
