@@ -1,4 +1,4 @@
-//! Black-box hostility test against the real binary: hundreds of malformed inputs (broken
+//! Black-box hostility test against the real binary: about 2,700 malformed inputs (broken
 //! JSON, deep nesting, huge numbers, wrong types, invalid UTF-8 in raw WebSocket text
 //! frames, control characters in names, oversized frames and headers, WebSocket framing
 //! abuse, half-open connections, a connect flood, HTTP request smuggling attempts), then
@@ -44,17 +44,6 @@ use sealcast::client::Client;
 use sealcast::payload;
 use serde_json::Value;
 
-/// LIMITS FOLLOW-UP: `[limits]` (connection and rate limits) has landed, so the main test
-/// lifts the per-IP limits out of its way and `connect_flood_is_cut_at_the_per_ip_burst`
-/// (at the end of this file) checks them under a flood. Set to `false` to run this file
-/// against a relay without `[limits]` (and `#[ignore]` that test).
-const LIMITS_LANDED: bool = true;
-/// Set to `true` once the HTTP listener closes connections that send no complete request
-/// head within a timeout. Today `axum::serve` runs hyper without a timer, so hyper's
-/// header-read timeout never fires: a TCP connection that sends nothing, or half a request
-/// head, is held (one descriptor and one task each) until the peer goes away.
-const HEADER_TIMEOUT_LANDED: bool = true;
-
 /// Allowed VmRSS growth between the end of round 1 and the end of round 2, in KiB.
 ///
 /// Why two rounds: freed memory is not necessarily returned to the kernel (glibc keeps
@@ -96,9 +85,10 @@ async fn round(ctx: &mut Ctx) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_inputs_leave_the_relay_serving_clean_and_exact() {
-    // Once [limits] exists its per-IP defaults would throttle this test's own traffic
-    // (about 1,500 connections a round from 127.0.0.1); lift them out of the way.
-    let mut p = spawn_relay(if LIMITS_LANDED { GENEROUS_LIMITS } else { "" });
+    // The per-IP defaults of [limits] would throttle this test's own traffic (about 1,500
+    // connections a round from 127.0.0.1); lift them out of the way.
+    // `connect_flood_is_cut_at_the_per_ip_burst` checks those limits under a flood.
+    let mut p = spawn_relay(GENEROUS_LIMITS);
     let addr = p.addr;
     let rss_start = p.rss_kib();
 
