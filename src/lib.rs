@@ -21,7 +21,8 @@
 //! - [`auth`]: HS512 JWT verification into typed claims; secrets that redact themselves.
 //! - [`history`]: one channel's ring of publications, offsets and epoch; no I/O.
 //! - [`hub`]: channels, subscribers and history under one lock per channel; no I/O.
-//! - [`broker`]: the trait the transports publish and subscribe through; in-memory today.
+//! - [`broker`]: the trait the transports publish and subscribe through: in memory (one
+//!   node, the default) or on Redis (many nodes sharing offsets, history and revocations).
 //! - [`ws`]: the upgrade and one task per socket.
 //! - [`http`]: the publish API, health and metrics.
 //! - [`config`], [`telemetry`], [`shutdown`]: the process around it.
@@ -115,11 +116,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listener and builds the state with the in-memory broker.
+    /// Binds the listener and builds the state with the configured broker (`[broker]`:
+    /// in memory, or Redis, which is connected to in the background).
     pub async fn bind(config: Config) -> std::io::Result<Server> {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(config.hub(), Arc::clone(&metrics)));
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub));
+        let broker: Arc<dyn Broker> = match config.broker.kind {
+            config::BrokerKind::Memory => Arc::new(MemoryBroker::new(hub)),
+            config::BrokerKind::Redis => {
+                broker::redis::RedisBroker::start(&config, hub, Arc::clone(&metrics))
+                    .map_err(std::io::Error::other)?
+            }
+        };
         Self::bind_with_broker(config, broker, metrics).await
     }
 
@@ -181,6 +189,13 @@ impl Server {
     pub async fn run(self, stop: CancellationToken) -> std::io::Result<()> {
         let state = self.state;
         let sweeper = tokio::spawn(sweep_loop(Arc::clone(&state)));
+        // Weak: the broker is part of the state.
+        let weak = Arc::downgrade(&state);
+        state.broker.set_revocation_hook(Arc::new(move |r| {
+            if let Some(state) = weak.upgrade() {
+                http::revoke::apply_shared(&state, r);
+            }
+        }));
         let reloader = tokio::spawn(reload::tls_watch(Arc::clone(&state)));
         let app = http::router(Arc::clone(&state));
         let listening = state.shutdown.clone();

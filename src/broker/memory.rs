@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{BoxFuture, Broker, BrokerError};
+use super::{BoxFuture, Broker, BrokerError, RevocationHook, SharedRevocation};
 use crate::hub::{ChannelKey, Hub, Outbox, Published, SessionId, Subscribed};
 use crate::protocol::EventName;
 
@@ -52,6 +52,17 @@ impl Broker for MemoryBroker {
 
     fn unsubscribe(&self, key: &ChannelKey, session: SessionId) {
         self.hub.unsubscribe(key, session);
+    }
+
+    fn share_revocation<'a>(
+        &'a self,
+        _: &'a SharedRevocation,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn set_revocation_hook(&self, _: RevocationHook) {
+        // One node: its revocations are applied where they are made.
     }
 
     fn is_ready(&self) -> bool {

@@ -8,13 +8,30 @@
 //! publications reach a subscriber in offset order.
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::hub::{ChannelKey, HubError, Outbox, Published, SessionId, Subscribed};
-use crate::protocol::EventName;
+use crate::protocol::{AppId, EventName};
+use crate::revocation::Target;
+
+/// Applies a revocation that arrived from the shared store (synchronously: it records it and
+/// closes the matching sessions).
+pub type RevocationHook = Arc<dyn Fn(&SharedRevocation) + Send + Sync>;
+
+/// A revocation made on another node, to apply here too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedRevocation {
+    /// The app.
+    pub app: AppId,
+    /// What is revoked.
+    pub target: Target,
+    /// Until when (unix seconds).
+    pub until: i64,
+}
 
 /// A boxed future, for an object-safe async trait.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -53,6 +70,18 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
 
     /// Removes a session from a channel.
     fn unsubscribe(&self, key: &ChannelKey, session: SessionId);
+
+    /// Makes a revocation known to every node (a no-op for a single node). Each node applies
+    /// it through its [`RevocationHook`] when it arrives, this one included.
+    fn share_revocation<'a>(
+        &'a self,
+        revocation: &'a SharedRevocation,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Installs what applies revocations made on any node, including those still live from
+    /// before this node started; a multi-node broker is not ready before it is installed
+    /// and has applied those. Called once, by the relay, before it serves.
+    fn set_revocation_hook(&self, hook: RevocationHook);
 
     /// Whether the broker can serve (for `/readyz`).
     fn is_ready(&self) -> bool;

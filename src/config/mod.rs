@@ -18,8 +18,8 @@ mod sections;
 use crate::protocol::AppId;
 use crate::telemetry::LogFormat;
 pub use sections::{
-    HistoryConfig, HttpConfig, LimitsConfig, RevocationConfig, ShutdownConfig, TlsConfig,
-    TokensConfig, WebSocketConfig,
+    BrokerConfig, BrokerKind, HistoryConfig, HttpConfig, LimitsConfig, RevocationConfig,
+    ShutdownConfig, TlsConfig, TokensConfig, WebSocketConfig,
 };
 
 /// The shortest accepted app secret.
@@ -98,6 +98,8 @@ struct RawConfig {
     #[serde(default)]
     revocation: RevocationConfig,
     #[serde(default)]
+    broker: BrokerConfig,
+    #[serde(default)]
     tls: Option<TlsConfig>,
     #[serde(default)]
     allowed_origins: Option<Vec<String>>,
@@ -151,6 +153,11 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Revocation bookkeeping.
     pub revocation: RevocationConfig,
+    /// The broker (`[broker]`).
+    pub broker: BrokerConfig,
+    /// The Redis URL, resolved from `redis_url` or `redis_url_env` when the broker is
+    /// Redis (a secret: it may carry a password).
+    pub redis_url: Option<Secret>,
     /// TLS; `None` serves plain HTTP/WS (behind a TLS-terminating ingress).
     pub tls: Option<TlsConfig>,
     /// Origins allowed to open a WebSocket; `None` allows all (with a start-up warning).
@@ -244,6 +251,8 @@ impl Config {
             shutdown: raw.shutdown,
             limits: raw.limits,
             revocation: raw.revocation,
+            redis_url: redis_url(&raw.broker, &env)?,
+            broker: raw.broker,
             tls: raw.tls,
             allowed_origins: raw.allowed_origins,
             apps,
@@ -266,6 +275,8 @@ impl Config {
             shutdown: ShutdownConfig::default(),
             limits: LimitsConfig::default(),
             revocation: RevocationConfig::default(),
+            broker: BrokerConfig::default(),
+            redis_url: None,
             tls: None,
             allowed_origins: None,
             apps,
@@ -379,6 +390,18 @@ impl Config {
                     .map_err(|problem| invalid(format!("allowed_origins[{i}]"), problem))?;
             }
         }
+        let prefix = &self.broker.prefix;
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(invalid(
+                "broker.prefix",
+                "must be 1 to 64 of [A-Za-z0-9._-]",
+            ));
+        }
         if self
             .admin_listen
             .is_some_and(|a| a == self.listen && a.port() != 0)
@@ -424,6 +447,58 @@ impl Config {
             max_bytes: self.websocket.outbound_queue_bytes,
         }
     }
+}
+
+/// The Redis URL of a `[broker]` of kind `redis`: inline only without credentials, else
+/// from the environment.
+fn redis_url(
+    b: &BrokerConfig,
+    env: &impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Option<Secret>, ConfigError> {
+    if b.kind != BrokerKind::Redis {
+        if b.redis_url.is_some() || b.redis_url_env.is_some() {
+            return Err(invalid(
+                "broker.kind",
+                "a Redis URL is given but kind is not \"redis\"",
+            ));
+        }
+        return Ok(None);
+    }
+    let url = match (&b.redis_url, &b.redis_url_env) {
+        (Some(url), None) => {
+            let authority = url.split_once("://").map_or("", |(_, r)| r);
+            let authority = authority.split('/').next().unwrap_or("");
+            if authority.contains('@') {
+                return Err(invalid(
+                    "broker.redis_url",
+                    "a URL with credentials must come from redis_url_env (secrets only from the environment or files)",
+                ));
+            }
+            url.clone()
+        }
+        (None, Some(var)) => env(var)
+            .ok_or_else(|| {
+                invalid(
+                    "broker.redis_url_env",
+                    format!("environment variable {var} is not set"),
+                )
+            })?
+            .to_string_lossy()
+            .into_owned(),
+        _ => {
+            return Err(invalid(
+                "broker",
+                "kind \"redis\" needs exactly one of redis_url or redis_url_env",
+            ));
+        }
+    };
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(invalid(
+            "broker.redis_url",
+            "must start with redis:// or rediss://",
+        ));
+    }
+    Ok(Some(Secret::new(url.into_bytes())))
 }
 
 fn load_secret(

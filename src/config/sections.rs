@@ -194,6 +194,42 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Which broker orders, stores and routes publications.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// This process alone (the default): offsets and history in memory.
+    #[default]
+    Memory,
+    /// Redis, shared by every relay node: clients may reconnect to any node and recover.
+    Redis,
+}
+
+/// `[broker]`: one node in memory, or many nodes on Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// `memory` or `redis`.
+    pub kind: BrokerKind,
+    /// Redis URL without credentials (`redis://host:6379/0`, `rediss://` for TLS).
+    pub redis_url: Option<String>,
+    /// Environment variable holding the Redis URL (the way to give one with a password).
+    pub redis_url_env: Option<String>,
+    /// Prefix of every Redis key and pub/sub channel of this relay cluster.
+    pub prefix: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            kind: BrokerKind::Memory,
+            redis_url: None,
+            redis_url_env: None,
+            prefix: "sealcast".into(),
+        }
+    }
+}
+
 /// `[revocation]`: `POST /v1/revoke` bookkeeping.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -67,6 +67,46 @@ fn refusals_name_the_key() {
         "listen = \"127.0.0.1:9000\"\nadmin_listen = \"127.0.0.1:9000\"",
     ));
     assert!(same.contains("admin_listen"), "{same}");
+    for (broker, needle) in [
+        (
+            "kind = \"redis\"\n",
+            "exactly one of redis_url or redis_url_env",
+        ),
+        (
+            "kind = \"redis\"\nredis_url = \"redis://user:pw@10.0.0.5:6379\"\n",
+            "redis_url_env",
+        ),
+        ("kind = \"redis\"\nredis_url_env = \"UNSET\"\n", "UNSET"),
+        ("kind = \"redis\"\nredis_url = \"http://x\"\n", "redis://"),
+        ("redis_url = \"redis://127.0.0.1\"\n", "broker.kind"),
+        (
+            "kind = \"redis\"\nredis_url = \"redis://127.0.0.1\"\nprefix = \"a b\"\n",
+            "broker.prefix",
+        ),
+        ("kind = \"kafka\"\n", "kind"),
+    ] {
+        let e = err(&format!("{GOOD}[broker]\n{broker}"));
+        assert!(e.contains(needle), "{broker}: {e}");
+        assert!(!e.contains("pw@"), "the password leaked: {e}");
+    }
+    let env_url = |v: &str| match v {
+        "REDIS_URL" => Some("redis://:hunter2-secret@127.0.0.1:6379/0".into()),
+        other => env(other),
+    };
+    let c = Config::parse(
+        &format!("{GOOD}[broker]\nkind = \"redis\"\nredis_url_env = \"REDIS_URL\"\n"),
+        env_url,
+    )
+    .unwrap();
+    assert_eq!(c.broker.kind, BrokerKind::Redis);
+    assert_eq!(
+        c.redis_url.as_ref().unwrap().expose(),
+        b"redis://:hunter2-secret@127.0.0.1:6379/0"
+    );
+    assert!(
+        !format!("{c:?}").contains("hunter2"),
+        "Debug shows the Redis password"
+    );
 }
 
 #[test]
@@ -82,6 +122,19 @@ fn the_shipped_example_config_loads() {
     assert!(c.allowed_origins.is_some());
     assert_eq!(c.http.trusted_proxies, ["10.0.0.0/8"]);
     assert_eq!(c.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+}
+
+#[test]
+fn the_shipped_cluster_config_loads() {
+    let text = include_str!("../../deploy/sealcast.cluster.toml");
+    let env = |v: &str| match v {
+        "ACME_KEY_1" => Some("0123456789abcdef0123456789abcdef-example".into()),
+        "SEALCAST_REDIS_URL" => Some("redis://redis:6379/0".into()),
+        _ => None,
+    };
+    let c = Config::parse(text, env).unwrap();
+    assert_eq!(c.broker.kind, BrokerKind::Redis);
+    assert_eq!(c.redis_url.unwrap().expose(), b"redis://redis:6379/0");
 }
 
 #[test]

@@ -16,6 +16,8 @@ use super::ApiError;
 use super::publish::{authorize, count_error, parse_json, read_json_body};
 use crate::AppState;
 use crate::auth::unix_now;
+use crate::broker::SharedRevocation;
+use crate::protocol::AppId;
 use crate::protocol::CloseCode;
 use crate::revocation::Target;
 
@@ -73,22 +75,21 @@ pub async fn revoke(
                 "until must be in the future and within a year".into(),
             ));
         }
-        if state
-            .revocations
-            .revoke(&claims.app, target.clone(), until, now)
-            .is_err()
-        {
-            state.metrics.limit_hit("revocations");
+        let Ok(closed) = apply(&state, &claims.app, &target, until, now) else {
             return Err(ApiError::Unavailable("revocation store full"));
-        }
-        let closed = match &target {
-            Target::Sub(sub) => state
-                .registry
-                .close_sub(&claims.app, sub, CloseCode::TokenRevoked),
-            Target::Jti(jti) => state
-                .registry
-                .close_jti(&claims.app, jti, CloseCode::TokenRevoked),
         };
+        // With several nodes, every node must know it; the app retries a 503 (revoking is
+        // idempotent), and this node has applied it already.
+        let shared = SharedRevocation {
+            app: claims.app.clone(),
+            target: target.clone(),
+            until,
+        };
+        if state.broker.share_revocation(&shared).await.is_err() {
+            return Err(ApiError::Unavailable(
+                "revocation applied on this node but not shared with the others: retry",
+            ));
+        }
         let (kind, value) = match &target {
             Target::Sub(s) => ("sub", s.as_str()),
             Target::Jti(j) => ("jti", j.as_str()),
@@ -106,4 +107,46 @@ pub async fn revoke(
         Ok(RevokeResponse { closed })
     };
     run.await.map(Json).map_err(|e| count_error(&state, e))
+}
+
+/// Records a revocation and closes the live sessions it matches with 4003; returns how
+/// many it closed. `Err` when the store is full (counted).
+fn apply(
+    state: &AppState,
+    app: &AppId,
+    target: &Target,
+    until: i64,
+    now: i64,
+) -> Result<usize, crate::revocation::Full> {
+    if let Err(full) = state.revocations.revoke(app, target.clone(), until, now) {
+        state.metrics.limit_hit("revocations");
+        return Err(full);
+    }
+    Ok(match target {
+        Target::Sub(sub) => state.registry.close_sub(app, sub, CloseCode::TokenRevoked),
+        Target::Jti(jti) => state.registry.close_jti(app, jti, CloseCode::TokenRevoked),
+    })
+}
+
+/// Applies a revocation that came through the broker: made on another node (or on this
+/// one, which then finds nothing new), or stored before this node started.
+pub fn apply_shared(state: &AppState, r: &SharedRevocation) {
+    let now = unix_now();
+    if r.until > now {
+        match apply(state, &r.app, &r.target, r.until, now) {
+            Ok(closed) if closed > 0 => tracing::warn!(
+                target: "audit",
+                event = "revocation_shared",
+                app = r.app.as_str(),
+                until = r.until,
+                closed,
+                "sessions closed by a revocation made on another node"
+            ),
+            Ok(_) => {}
+            Err(_) => tracing::warn!(
+                app = r.app.as_str(),
+                "revocation store full: a shared revocation was not recorded"
+            ),
+        }
+    }
 }

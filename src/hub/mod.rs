@@ -119,6 +119,9 @@ struct ChannelState {
     /// Set when the sweeper removed this channel from the map; a holder of a stale `Arc`
     /// must look the channel up again.
     removed: bool,
+    /// With a shared broker: the epoch of the channel's stream as last relayed or read
+    /// here; a publication of another epoch ends the live subscriptions (see [`Hub::relay`]).
+    relay_epoch: Option<Arc<str>>,
 }
 
 struct ChannelSlot {
@@ -199,6 +202,7 @@ impl Hub {
                         subscribers: IndexMap::new(),
                         last_active: now,
                         removed: false,
+                        relay_epoch: None,
                     }),
                 })
             })
@@ -317,6 +321,107 @@ impl Hub {
                 replay,
             });
         }
+    }
+
+    /// Fans out a publication that a shared broker ordered and stored (offsets, epoch and
+    /// history live there), to this node's subscribers of `key`, if it has any; returns
+    /// how many it reached. Publications reach this in offset order per channel (one
+    /// ordered stream from the broker), and the session drops any offset it has already
+    /// sent (the overlap with a subscribe's replay).
+    ///
+    /// A publication of another epoch than the one this node followed means the shared
+    /// store lost the channel's continuity: every local subscriber of the channel is closed
+    /// with 1011 so that it reconnects and recovers (`recovered:false`), never a silent gap.
+    pub fn relay(
+        &self,
+        key: &ChannelKey,
+        epoch: &str,
+        offset: u64,
+        event: &EventName,
+        data: &str,
+    ) -> usize {
+        let Some(slot) = self.channels.get(key).map(|s| Arc::clone(&s)) else {
+            return 0;
+        };
+        let mut st = slot.state.lock();
+        if st.removed || st.subscribers.is_empty() {
+            st.relay_epoch = None;
+            return 0;
+        }
+        match &st.relay_epoch {
+            Some(e) if &**e == epoch => {}
+            Some(_) => {
+                for outbox in st.subscribers.values() {
+                    outbox.request_close(crate::protocol::CloseCode::InternalError);
+                }
+                st.relay_epoch = Some(epoch.into());
+                return 0;
+            }
+            None => st.relay_epoch = Some(epoch.into()),
+        }
+        let frame = encode_pub(key.channel.as_str(), event.as_str(), data, offset);
+        let publication = Arc::new(Publication {
+            channel_id: slot.id,
+            offset,
+            frame: crate::ws::codec::text_frame(frame.as_bytes()),
+        });
+        let mut overflowed = 0u64;
+        for outbox in st.subscribers.values() {
+            if outbox.push(Arc::clone(&publication)) == Push::Overflowed {
+                overflowed += 1;
+            }
+        }
+        st.last_active = Instant::now();
+        let reached = st.subscribers.len();
+        self.metrics.deliveries.inc_by(reached as u64);
+        if overflowed > 0 {
+            self.metrics
+                .limits
+                .get_or_create(&crate::telemetry::NameLabel {
+                    name: "outbound_queue".into(),
+                })
+                .inc_by(overflowed);
+        }
+        reached
+    }
+
+    /// With a shared broker: records the epoch a subscribe read from the shared store.
+    /// False when the channel already follows another epoch here (the store lost
+    /// continuity in between); the subscribe must then fail and the client retry.
+    pub fn note_epoch(&self, key: &ChannelKey, epoch: &str) -> bool {
+        let Some(slot) = self.channels.get(key).map(|s| Arc::clone(&s)) else {
+            return false;
+        };
+        let mut st = slot.state.lock();
+        match &st.relay_epoch {
+            Some(e) => &**e == epoch,
+            None => {
+                st.relay_epoch = Some(epoch.into());
+                true
+            }
+        }
+    }
+
+    /// Closes every local subscriber of every channel with `code` (a shared broker lost
+    /// its ordered stream: what was published meanwhile never reached this node, so the
+    /// clients reconnect and recover from the shared history).
+    pub fn close_all_subscribers(&self, code: crate::protocol::CloseCode) -> usize {
+        let mut closed = 0;
+        for slot in self.channels.iter() {
+            let mut st = slot.state.lock();
+            for outbox in st.subscribers.values() {
+                if outbox.request_close(code) {
+                    closed += 1;
+                }
+            }
+            st.relay_epoch = None;
+        }
+        closed
+    }
+
+    /// The id of a local channel, as carried by its publications.
+    pub fn channel_id(&self, key: &ChannelKey) -> Option<u64> {
+        self.channels.get(key).map(|s| s.id)
     }
 
     /// Removes `session` from `key`'s subscribers.

@@ -4,6 +4,7 @@
 
 pub mod proc;
 pub mod raw;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,633 @@
+//! The Redis broker: many relay nodes share offsets, epochs and history, so a client may
+//! reconnect to any node and recover there (PROTOCOL.md 6).
+//!
+//! Where things live:
+//! - Redis holds, per channel, a hash `<prefix>:m:<app>:<channel>` with the epoch and the last
+//!   offset (`top`), and a list `<prefix>:h:<app>:<channel>` with the newest publications in
+//!   offset order (`<stored at, ms> <event> <data>`), so the list's entries are exactly the
+//!   offsets `top - len + 1 ..= top`. Idempotency keys are `<prefix>:i:<app>:<channel>:<key>`.
+//! - Publishing is one Lua script (atomic in Redis): repeat check, epoch, next offset, append,
+//!   trims, expiries, and `PUBLISH` on `<prefix>:p` of `<app> <channel> <epoch> <offset>
+//!   <event> <data>` (names never contain a space; data is base64).
+//! - Every node holds one pub/sub connection subscribed to `<prefix>:p` and hands what arrives
+//!   to its local hub ([`Hub::relay`]), which pushes it to the node's subscribers only.
+//!
+//! Why there is no gap and no duplicate (the hub's argument, across nodes):
+//! - One Redis connection delivers messages in the order Redis executed the `PUBLISH`es, and
+//!   the script gives offsets in that same order, so a node sees each channel in offset order.
+//! - A subscribe registers the session in the local hub *first*, then reads the channel's
+//!   position and replay from Redis. A publication is either in that read (offset <= the
+//!   `top` read, replayed) or executed after it, hence published after the node was already
+//!   listening and registered: it arrives live. Live frames at or below `top` are dropped by
+//!   the session (the overlap).
+//! - The one way to miss messages is to lose the pub/sub connection. Then every local
+//!   subscriber is closed with 1011 (its client reconnects and recovers from Redis history),
+//!   a generation counter makes any subscribe that overlapped the loss fail, and the node is
+//!   not ready until it listens again.
+//! - If Redis loses a channel's state while connected (flush, eviction), its next
+//!   publication has a new epoch; the hub closes that channel's subscribers with 1011 and
+//!   they recover with `recovered:false`.
+//!
+//! Every node receives every publication (one subscription for the cluster, not one per
+//! channel): simple, and right while Redis pub/sub throughput exceeds the cluster's
+//! publication rate (docs/operations.md). Bounds: history per channel by count
+//! (`LTRIM`) and TTL (list expiry, and entries older than the TTL are not replayed);
+//! the total is bounded by Redis `maxmemory`, not by `history.max_bytes`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+
+use super::{BoxFuture, Broker, BrokerError, RevocationHook, SharedRevocation};
+use crate::config::Config;
+use crate::history::Publication;
+use crate::hub::{ChannelKey, Hub, Outbox, Published, SessionId, Subscribed};
+use crate::protocol::{AppId, Channel, CloseCode, EventName, encode_pub};
+use crate::revocation::Target;
+use crate::telemetry::Metrics;
+
+/// Appends a publication; see the module docs. KEYS: meta, history, [idempotency].
+/// ARGV: epoch candidate, app, channel, event, data, history ttl (ms), max per channel,
+/// channel state ttl (s), pub/sub channel. Returns `{"<epoch> <offset>", repeated 0/1}`.
+const PUBLISH_LUA: &str = r"
+if #KEYS == 3 then
+  local prev = redis.call('GET', KEYS[3])
+  if prev then return {prev, 1} end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+  redis.call('DEL', KEYS[2])
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'top', 1)
+redis.call('RPUSH', KEYS[2], now .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1)
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+local pos = epoch .. ' ' .. offset
+if #KEYS == 3 then redis.call('SET', KEYS[3], pos, 'PX', ARGV[6]) end
+redis.call('PUBLISH', ARGV[9], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. pos .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
+return {pos, 0}
+";
+
+/// A subscribe's read; see the module docs. KEYS: meta, history. ARGV: epoch candidate,
+/// channel state ttl (s), history ttl (ms), since epoch ('' for none), since offset.
+/// Returns `{epoch, top, status, entries...}`, status `live`, `ok` (entries follow, the
+/// first at since + 1) or `gone`.
+const SUBSCRIBE_LUA: &str = r"
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'top', 0)
+  redis.call('DEL', KEYS[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local top = tonumber(redis.call('HGET', KEYS[1], 'top') or '0')
+if ARGV[4] == '' then return {epoch, top, 'live'} end
+local since = tonumber(ARGV[5])
+if ARGV[4] ~= epoch or since == nil or since > top then return {epoch, top, 'gone'} end
+if since == top then return {epoch, top, 'ok'} end
+local len = redis.call('LLEN', KEYS[2])
+local first = top - len + 1
+if since + 1 < first then return {epoch, top, 'gone'} end
+local entries = redis.call('LRANGE', KEYS[2], since + 1 - first, -1)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stored = tonumber(string.match(entries[1], '^(%d+)'))
+if stored == nil or stored + tonumber(ARGV[3]) <= now then return {epoch, top, 'gone'} end
+local out = {epoch, top, 'ok'}
+for i = 1, #entries do out[#out + 1] = entries[i] end
+return out
+";
+
+/// Stores a revocation (keeping the later `until`) and announces it. KEYS: the revocation.
+/// ARGV: until (unix seconds), pub/sub channel, message.
+const REVOKE_LUA: &str = r"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[1]) end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+";
+
+/// Messages on the pub/sub channel that are not publications start with this (an app id
+/// cannot contain `!`).
+const REVOCATION_MESSAGE: &str = "!rev ";
+
+/// How long a Redis command may take before the broker reports itself unavailable.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A broker on Redis, shared by every relay node.
+pub struct RedisBroker {
+    hub: Arc<Hub>,
+    commands: ConnectionManager,
+    publish_script: redis::Script,
+    subscribe_script: redis::Script,
+    revoke_script: redis::Script,
+    /// Set once by the relay; the listener waits for it before it listens.
+    revocation_hook: tokio::sync::watch::Sender<Option<RevocationHook>>,
+    prefix: String,
+    history_ttl: Duration,
+    max_per_channel: usize,
+    state_ttl: Duration,
+    /// True while the pub/sub connection listens.
+    listening: Arc<AtomicBool>,
+    /// Bumped each time the pub/sub connection is lost.
+    generation: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL: it may carry a password.
+        f.debug_struct("RedisBroker")
+            .field("prefix", &self.prefix)
+            .field("listening", &self.listening.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn new_epoch() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+impl RedisBroker {
+    /// Creates the broker and starts its pub/sub listener (which reconnects on its own).
+    /// Returns at once: until Redis answers, the broker is not ready and refuses work.
+    pub fn start(
+        config: &Config,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, String> {
+        let url = config
+            .redis_url
+            .as_ref()
+            .ok_or("broker kind redis without a URL")?;
+        let url = std::str::from_utf8(url.expose()).map_err(|_| "the Redis URL is not UTF-8")?;
+        let client =
+            redis::Client::open(url).map_err(|e| format!("bad Redis URL: {:?}", e.kind()))?;
+        let manager = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager)
+            .map_err(|e| format!("cannot set up Redis: {:?}", e.kind()))?;
+        let (revocation_hook, hook) = tokio::sync::watch::channel(None);
+        let broker = Arc::new(RedisBroker {
+            hub,
+            commands,
+            publish_script: redis::Script::new(PUBLISH_LUA),
+            subscribe_script: redis::Script::new(SUBSCRIBE_LUA),
+            revoke_script: redis::Script::new(REVOKE_LUA),
+            revocation_hook,
+            prefix: config.broker.prefix.clone(),
+            history_ttl: config.history.ttl,
+            max_per_channel: config.history.max_per_channel,
+            state_ttl: config.history.channel_state_ttl,
+            listening: Arc::new(AtomicBool::new(false)),
+            generation: Arc::new(AtomicU64::new(0)),
+            metrics,
+        });
+        tokio::spawn(listen(
+            client,
+            broker.commands.clone(),
+            broker.prefix.clone(),
+            Arc::clone(&broker.hub),
+            hook,
+            Arc::clone(&broker.listening),
+            Arc::clone(&broker.generation),
+            Arc::downgrade(&broker),
+        ));
+        Ok(broker)
+    }
+
+    fn keys(&self, key: &ChannelKey) -> (String, String) {
+        let id = format!("{}:{}", key.app.as_str(), key.channel.as_str());
+        (
+            format!("{}:m:{id}", self.prefix),
+            format!("{}:h:{id}", self.prefix),
+        )
+    }
+
+    async fn publish_in_redis(
+        &self,
+        key: &ChannelKey,
+        event: &EventName,
+        data: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Published, BrokerError> {
+        if !self.listening.load(Ordering::Acquire) {
+            return Err(BrokerError::Unavailable);
+        }
+        let (meta, history) = self.keys(key);
+        let mut call = self.publish_script.key(&meta);
+        call.key(&history);
+        if let Some(k) = idempotency_key {
+            call.key(format!(
+                "{}:i:{}:{}:{k}",
+                self.prefix,
+                key.app.as_str(),
+                key.channel.as_str()
+            ));
+        }
+        call.arg(new_epoch())
+            .arg(key.app.as_str())
+            .arg(key.channel.as_str())
+            .arg(event.as_str())
+            .arg(data)
+            .arg(millis(self.history_ttl))
+            .arg(self.max_per_channel.max(1))
+            .arg(self.state_ttl.as_secs().max(1))
+            .arg(format!("{}:p", self.prefix));
+        let mut conn = self.commands.clone();
+        let (position, repeated): (String, u8) = call
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| unavailable("publish", &e))?;
+        let (epoch, offset) = position
+            .split_once(' ')
+            .and_then(|(e, o)| Some((e, o.parse::<u64>().ok()?)))
+            .ok_or(BrokerError::Unavailable)?;
+        if repeated == 1 {
+            self.metrics.idempotent_repeats.inc();
+        } else {
+            self.metrics.publications.inc();
+        }
+        Ok(Published {
+            offset,
+            epoch: epoch.into(),
+            duplicate: repeated == 1,
+            overflowed: 0,
+        })
+    }
+
+    async fn subscribe_via_redis(
+        &self,
+        key: &ChannelKey,
+        session: SessionId,
+        outbox: &Arc<Outbox>,
+        since: Option<(&str, u64)>,
+    ) -> Result<Subscribed, BrokerError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if !self.listening.load(Ordering::Acquire) {
+            return Err(BrokerError::Unavailable);
+        }
+        // Registered before the read: see the module docs.
+        let local = self.hub.subscribe(key, session, outbox, None)?;
+        // A read is safe to retry (the script's only write is creating the epoch once): the
+        // first command after Redis came back may meet the old, broken connection.
+        let read = match self.read(key, since).await {
+            Err(_) => self.read(key, since).await,
+            ok => ok,
+        };
+        let fail = |e| {
+            self.hub.unsubscribe(key, session);
+            Err(e)
+        };
+        let (epoch, top, recovered, entries) = match read {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        if self.generation.load(Ordering::Acquire) != generation
+            || !self.listening.load(Ordering::Acquire)
+            || !self.hub.note_epoch(key, &epoch)
+        {
+            return fail(BrokerError::Unavailable);
+        }
+        let first = since.map_or(0, |(_, o)| o + 1);
+        let mut replay = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let Some((event, data)) = entry
+                .split_once(' ')
+                .and_then(|(_, rest)| rest.split_once(' '))
+            else {
+                return fail(BrokerError::Unavailable);
+            };
+            let offset = first + i as u64;
+            let frame = encode_pub(key.channel.as_str(), event, data, offset);
+            replay.push(Arc::new(Publication {
+                channel_id: local.channel_id,
+                offset,
+                frame: crate::ws::codec::text_frame(frame.as_bytes()),
+            }));
+        }
+        Ok(Subscribed {
+            channel_id: local.channel_id,
+            epoch: epoch.into(),
+            offset: top,
+            recovered,
+            replay,
+        })
+    }
+
+    /// The channel's epoch, last offset, and (with `since`) whether it recovers and what.
+    async fn read(
+        &self,
+        key: &ChannelKey,
+        since: Option<(&str, u64)>,
+    ) -> Result<(String, u64, Option<bool>, Vec<String>), BrokerError> {
+        let (meta, history) = self.keys(key);
+        let (since_epoch, since_offset) = since.unwrap_or(("", 0));
+        let mut conn = self.commands.clone();
+        let mut reply: Vec<redis::Value> = self
+            .subscribe_script
+            .key(&meta)
+            .key(&history)
+            .arg(new_epoch())
+            .arg(self.state_ttl.as_secs().max(1))
+            .arg(millis(self.history_ttl))
+            .arg(since_epoch)
+            .arg(since_offset)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| unavailable("subscribe", &e))?;
+        if reply.len() < 3 {
+            return Err(BrokerError::Unavailable);
+        }
+        let entries: Vec<String> = reply
+            .split_off(3)
+            .into_iter()
+            .map(redis::from_redis_value)
+            .collect::<Result<_, _>>()
+            .map_err(|_| BrokerError::Unavailable)?;
+        let mut head = reply.into_iter();
+        let mut next = || head.next().ok_or(BrokerError::Unavailable);
+        let epoch: String =
+            redis::from_redis_value(next()?).map_err(|_| BrokerError::Unavailable)?;
+        let top: u64 = redis::from_redis_value(next()?).map_err(|_| BrokerError::Unavailable)?;
+        let status: String =
+            redis::from_redis_value(next()?).map_err(|_| BrokerError::Unavailable)?;
+        let recovered = match status.as_str() {
+            "live" => None,
+            "ok" => Some(true),
+            _ => Some(false),
+        };
+        let entries = if recovered == Some(true) {
+            entries
+        } else {
+            Vec::new()
+        };
+        if recovered == Some(true) && entries.len() as u64 != top - since_offset {
+            return Err(BrokerError::Unavailable);
+        }
+        Ok((epoch, top, recovered, entries))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn unavailable(what: &str, e: &redis::RedisError) -> BrokerError {
+    // The error's kind and text only: never the URL or a payload.
+    tracing::warn!(operation = what, error = ?e.kind(), "Redis unavailable");
+    BrokerError::Unavailable
+}
+
+/// The pub/sub side: listens on `channel`, relays into the hub, and on a lost connection
+/// closes every local subscriber (1011), bumps the generation and reconnects with backoff.
+/// Ends when the broker is dropped.
+#[allow(clippy::too_many_arguments)]
+async fn listen(
+    client: redis::Client,
+    mut commands: ConnectionManager,
+    prefix: String,
+    hub: Arc<Hub>,
+    mut hook: tokio::sync::watch::Receiver<Option<RevocationHook>>,
+    listening: Arc<AtomicBool>,
+    generation: Arc<AtomicU64>,
+    broker: std::sync::Weak<RedisBroker>,
+) {
+    let channel = format!("{prefix}:p");
+    // Nothing is served before the relay can apply shared revocations.
+    let revoke: RevocationHook = match hook.wait_for(Option::is_some).await {
+        Ok(h) => h.as_ref().map(Arc::clone).expect("waited for"),
+        Err(_) => return,
+    };
+    let mut backoff = Duration::from_millis(100);
+    while broker.strong_count() > 0 {
+        // Ready means both connections work: the command connection (re)connects lazily,
+        // so it is exercised here once the pub/sub connection listens.
+        let connected = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            let mut pong = redis::cmd("PING")
+                .query_async::<String>(&mut commands)
+                .await;
+            if pong.is_err() {
+                pong = redis::cmd("PING")
+                    .query_async::<String>(&mut commands)
+                    .await;
+            }
+            pong?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT, connected).await {
+            Ok(Ok(pubsub)) => {
+                backoff = Duration::from_millis(100);
+                // Revocations stored before we listened; later ones arrive as messages.
+                if let Err(e) = load_revocations(&mut commands, &prefix, &*revoke).await {
+                    tracing::warn!(error = ?e.kind(), "cannot load revocations; retrying");
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+                listening.store(true, Ordering::Release);
+                tracing::info!("Redis broker listening");
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    let payload = msg.get_payload_bytes();
+                    match payload.strip_prefix(REVOCATION_MESSAGE.as_bytes()) {
+                        Some(rev) => {
+                            if let Some(r) = parse_revocation_message(rev) {
+                                revoke(&r);
+                            }
+                        }
+                        None => relay_message(&hub, payload),
+                    }
+                }
+                listening.store(false, Ordering::Release);
+                generation.fetch_add(1, Ordering::AcqRel);
+                let closed = hub.close_all_subscribers(CloseCode::InternalError);
+                tracing::warn!(
+                    closed,
+                    "Redis pub/sub connection lost: subscribers closed to recover"
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = ?e.kind(), "cannot reach Redis; retrying");
+            }
+            Err(_) => tracing::warn!("Redis did not answer in time; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn revocation_key(prefix: &str, r: &SharedRevocation) -> String {
+    let (kind, value) = match &r.target {
+        Target::Sub(s) => ("s", s),
+        Target::Jti(j) => ("j", j),
+    };
+    format!("{prefix}:rv:{}:{kind}:{value}", r.app.as_str())
+}
+
+/// `<app> <s|j> <until> <value>` (the value last: it may contain spaces).
+fn parse_revocation_message(text: &[u8]) -> Option<SharedRevocation> {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut parts = text.splitn(4, ' ');
+    let app = AppId::parse(parts.next()?).ok()?;
+    let kind = parts.next()?;
+    let until = parts.next()?.parse().ok()?;
+    let target = target(kind, parts.next()?)?;
+    Some(SharedRevocation { app, target, until })
+}
+
+fn target(kind: &str, value: &str) -> Option<Target> {
+    if value.is_empty() {
+        return None;
+    }
+    match kind {
+        "s" => Some(Target::Sub(value.to_string())),
+        "j" => Some(Target::Jti(value.to_string())),
+        _ => None,
+    }
+}
+
+/// Hands every stored, live revocation to the relay (SCAN, so Redis is never blocked).
+async fn load_revocations(
+    commands: &mut ConnectionManager,
+    prefix: &str,
+    apply: &(dyn Fn(&SharedRevocation) + Send + Sync),
+) -> redis::RedisResult<()> {
+    let pattern = format!("{prefix}:rv:*");
+    let strip = format!("{prefix}:rv:");
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(commands)
+            .await?;
+        if !keys.is_empty() {
+            let untils: Vec<Option<i64>> =
+                redis::cmd("MGET").arg(&keys).query_async(commands).await?;
+            for (key, until) in keys.iter().zip(untils) {
+                let parsed = key.strip_prefix(&strip).and_then(|rest| {
+                    let mut p = rest.splitn(3, ':');
+                    let app = AppId::parse(p.next()?).ok()?;
+                    let kind = p.next()?;
+                    Some(SharedRevocation {
+                        app,
+                        target: target(kind, p.next()?)?,
+                        until: until?,
+                    })
+                });
+                if let Some(r) = parsed {
+                    apply(&r);
+                }
+            }
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// One pub/sub message `<app> <channel> <epoch> <offset> <event> <data>` into the hub; a
+/// message that does not parse (another writer on our channel) is ignored.
+fn relay_message(hub: &Hub, payload: &[u8]) {
+    let Ok(text) = std::str::from_utf8(payload) else {
+        return;
+    };
+    let mut parts = text.splitn(6, ' ');
+    let mut next = || parts.next();
+    let (Some(app), Some(channel), Some(epoch), Some(offset), Some(event), Some(data)) =
+        (next(), next(), next(), next(), next(), next())
+    else {
+        return;
+    };
+    let (Ok(app), Ok(channel), Ok(offset), Ok(event)) = (
+        AppId::parse(app),
+        Channel::parse(channel),
+        offset.parse::<u64>(),
+        EventName::parse(event),
+    ) else {
+        return;
+    };
+    hub.relay(&ChannelKey { app, channel }, epoch, offset, &event, data);
+}
+
+impl Broker for RedisBroker {
+    fn publish<'a>(
+        &'a self,
+        key: &'a ChannelKey,
+        event: &'a EventName,
+        data: &'a str,
+        idempotency_key: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Published, BrokerError>> {
+        Box::pin(self.publish_in_redis(key, event, data, idempotency_key))
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        key: &'a ChannelKey,
+        session: SessionId,
+        outbox: &'a Arc<Outbox>,
+        since: Option<(&'a str, u64)>,
+    ) -> BoxFuture<'a, Result<Subscribed, BrokerError>> {
+        Box::pin(self.subscribe_via_redis(key, session, outbox, since))
+    }
+
+    fn unsubscribe(&self, key: &ChannelKey, session: SessionId) {
+        self.hub.unsubscribe(key, session);
+    }
+
+    fn share_revocation<'a>(
+        &'a self,
+        r: &'a SharedRevocation,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let (kind, value) = match &r.target {
+                Target::Sub(s) => ("s", s),
+                Target::Jti(j) => ("j", j),
+            };
+            let message = format!(
+                "{REVOCATION_MESSAGE}{} {kind} {} {value}",
+                r.app.as_str(),
+                r.until
+            );
+            let mut conn = self.commands.clone();
+            let _: i64 = self
+                .revoke_script
+                .key(revocation_key(&self.prefix, r))
+                .arg(r.until)
+                .arg(format!("{}:p", self.prefix))
+                .arg(message)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| unavailable("revoke", &e))?;
+            Ok(())
+        })
+    }
+
+    fn set_revocation_hook(&self, hook: RevocationHook) {
+        self.revocation_hook.send_replace(Some(hook));
+    }
+
+    fn is_ready(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
+    fn sweep(&self) {
+        self.hub.sweep();
+    }
+}

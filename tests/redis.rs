@@ -1,0 +1,293 @@
+//! The Redis broker against a real `redis-server` (one per test, on its own port): two relay
+//! nodes share offsets, history and recovery; a lost Redis closes subscribers so they
+//! recover, never a silent gap; concurrent publishing on one node while a client keeps
+//! resubscribing on the other loses and repeats nothing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::*;
+use sealcast::auth::Secret;
+use sealcast::client::Client;
+use sealcast::config::BrokerKind;
+
+async fn node(redis: &RedisServer, prefix: &str) -> Relay {
+    let url = redis.url();
+    let prefix = prefix.to_string();
+    let relay = Relay::start_with(move |c| {
+        c.broker.kind = BrokerKind::Redis;
+        c.broker.prefix = prefix;
+        c.redis_url = Some(Secret::new(url.into_bytes()));
+    })
+    .await;
+    wait_ready(&relay, true).await;
+    relay
+}
+
+async fn readyz(relay: &Relay) -> u16 {
+    reqwest::get(format!("{}/readyz", relay.base()))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until `/readyz` says 200 (`ready`) or 503.
+async fn wait_ready(relay: &Relay, ready: bool) {
+    let want = if ready { 200 } else { 503 };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while readyz(relay).await != want {
+        assert!(Instant::now() < deadline, "/readyz never said {want}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The `pub` frames' `(offset, data)` until `n` arrived.
+async fn read_data(c: &mut Client, n: usize) -> Vec<(u64, String)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let f = c.frame(WAIT).await.expect("pub frame");
+        assert_eq!(f["type"], "pub", "{f}");
+        got.push((
+            f["offset"].as_u64().unwrap(),
+            f["data"].as_str().unwrap().to_string(),
+        ));
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_offsets_history_idempotency_and_recovery() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "t1").await;
+    let b = node(&redis, "t1").await;
+    let ch = channel("shared");
+
+    // Subscribed on A, published on B: offsets come from Redis, delivery from A.
+    let mut on_a = a.client().await;
+    let sub = on_a.subscribe(&ch, None).await.unwrap();
+    assert_eq!(sub["type"], "subscribed", "{sub}");
+    assert_eq!(sub["offset"], 0);
+    let epoch = sub["epoch"].as_str().unwrap().to_string();
+    let pb = b.publisher();
+    let mut sent = Vec::new();
+    for i in 1..=3u64 {
+        let data = sealed(&ch, "Ev", &format!("{{\"n\":{i}}}"));
+        let r = pb
+            .publish(&publish_token(None), &ch, "Ev", &data, None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body["offset"], i);
+        assert_eq!(r.body["epoch"], epoch.as_str());
+        sent.push((i, data));
+    }
+    assert_eq!(read_data(&mut on_a, 3).await, sent);
+
+    // An idempotency key is shared by the nodes: a retry through the other node publishes
+    // nothing and answers the first result.
+    let data = sealed(&ch, "Ev", "{\"once\":true}");
+    let first = a
+        .publisher()
+        .publish(&publish_token(None), &ch, "Ev", &data, Some("retry-1"))
+        .await
+        .unwrap();
+    let again = pb
+        .publish(&publish_token(None), &ch, "Ev", &data, Some("retry-1"))
+        .await
+        .unwrap();
+    assert_eq!(first.body["offset"], 4);
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, first.body);
+    assert_eq!(read_pubs(&mut on_a, 1).await, vec![4]);
+    on_a.close().await;
+
+    // Missed while away, recovered on the other node, then live from either.
+    for i in 5..=9 {
+        assert_eq!(publish(&pb, &ch, &format!("{i}")).await.0, i);
+    }
+    let mut on_b = b.client().await;
+    let rec = on_b.subscribe(&ch, Some((&epoch, 4))).await.unwrap();
+    assert_eq!(rec["recovered"], true, "{rec}");
+    assert_eq!(rec["offset"], 9);
+    let replayed = read_data(&mut on_b, 5).await;
+    assert_eq!(
+        replayed.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        (5..=9).collect::<Vec<_>>()
+    );
+    // The replayed ciphertext is the published one, intact.
+    let plain =
+        sealcast::payload::decrypt(&PAYLOAD_KEY, &ch, "Ev", &replayed[0].1).expect("authentic");
+    assert_eq!(plain, b"5");
+    assert_eq!(publish(&a.publisher(), &ch, "10").await.0, 10);
+    assert_eq!(read_pubs(&mut on_b, 1).await, vec![10]);
+
+    // Up to date: nothing to replay. Another epoch, or a position from the future: not
+    // recovered, and said so.
+    let mut c = a.client().await;
+    let same = c.subscribe(&ch, Some((&epoch, 10))).await.unwrap();
+    assert_eq!(
+        (same["recovered"].as_bool(), same["offset"].as_u64()),
+        (Some(true), Some(10))
+    );
+    let mut c2 = a.client().await;
+    let other = c2.subscribe(&ch, Some(("not-the-epoch", 3))).await.unwrap();
+    assert_eq!(other["recovered"], false, "{other}");
+    let mut c3 = b.client().await;
+    let future = c3.subscribe(&ch, Some((&epoch, 99))).await.unwrap();
+    assert_eq!(future["recovered"], false, "{future}");
+
+    // Channels of different prefixes (clusters) and apps never meet.
+    let other_cluster = node(&redis, "t1-other").await;
+    let mut elsewhere = other_cluster.client().await;
+    let fresh = elsewhere.subscribe(&ch, None).await.unwrap();
+    assert_eq!(fresh["offset"], 0);
+    assert_eq!(publish(&pb, &ch, "11").await.0, 11);
+    assert!(elsewhere.frame(Duration::from_millis(300)).await.is_err());
+
+    a.stop().await;
+    b.stop().await;
+    other_cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_redis_closes_subscribers_refuses_publishes_and_recovery_says_so() {
+    let mut redis = RedisServer::start();
+    let a = node(&redis, "t2").await;
+    let ch = channel("fragile");
+    let mut c = a.client().await;
+    let sub = c.subscribe(&ch, None).await.unwrap();
+    let epoch = sub["epoch"].as_str().unwrap().to_string();
+    assert_eq!(publish(&a.publisher(), &ch, "1").await.0, 1);
+    assert_eq!(read_pubs(&mut c, 1).await, vec![1]);
+
+    redis.kill();
+    // What is published meanwhile cannot reach this subscriber: it is told to reconnect
+    // and recover (1011), not left with a silent gap.
+    assert_eq!(c.closed(WAIT).await.unwrap(), Some(1011));
+    wait_ready(&a, false).await;
+    let refused = a
+        .publisher()
+        .publish(
+            &publish_token(None),
+            &ch,
+            "Ev",
+            &sealed(&ch, "Ev", "2"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "unavailable");
+
+    // Redis comes back empty: the node is ready again, and a client that recovers from
+    // before gets recovered:false under a new epoch.
+    redis.restart();
+    wait_ready(&a, true).await;
+    let mut again = a.client().await;
+    let rec = again.subscribe(&ch, Some((&epoch, 1))).await.unwrap();
+    assert_eq!(rec["recovered"], false, "{rec}");
+    assert_ne!(rec["epoch"], epoch.as_str());
+    assert_eq!(publish(&a.publisher(), &ch, "fresh").await.0, 1);
+    assert_eq!(read_pubs(&mut again, 1).await, vec![1]);
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubscribing_on_one_node_while_another_publishes_loses_and_repeats_nothing() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "t3").await;
+    let b = node(&redis, "t3").await;
+    let ch = channel("race");
+    const N: u64 = 400;
+    // Subscribed before the first publication, so every offset from 1 is this client's.
+    let mut c = a.client().await;
+    let sub = c.subscribe(&ch, None).await.unwrap();
+    assert_eq!(sub["offset"], 0, "{sub}");
+    let mut epoch = sub["epoch"].as_str().unwrap().to_string();
+    let pb = b.publisher();
+    let ch2 = ch.clone();
+    let publisher = tokio::spawn(async move {
+        for i in 1..=N {
+            assert_eq!(publish(&pb, &ch2, &format!("{i}")).await.0, i);
+        }
+    });
+    // The client keeps dropping its connection and recovering on node A from the last
+    // offset it saw: every offset must arrive exactly once, in order.
+    let mut seen: Vec<u64> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut reconnects = 0;
+    loop {
+        // Read a few (or until the publisher is done), then drop the connection.
+        for _ in 0..25 {
+            match c.frame(Duration::from_secs(5)).await {
+                Ok(f) if f["type"] == "pub" => seen.push(f["offset"].as_u64().unwrap()),
+                Ok(f) => panic!("unexpected {f}"),
+                Err(_) => break,
+            }
+            if seen.last().copied() == Some(N) {
+                break;
+            }
+        }
+        if seen.last().copied() == Some(N) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "stuck at {:?}", seen.last());
+        let last = seen.last().copied().unwrap_or(0);
+        c = a.client().await;
+        reconnects += 1;
+        let sub = c.subscribe(&ch, Some((&epoch, last))).await.unwrap();
+        assert_eq!(sub["recovered"], true, "{sub}");
+        epoch = sub["epoch"].as_str().unwrap().to_string();
+    }
+    assert!(reconnects >= 5, "only {reconnects} reconnects");
+    publisher.await.unwrap();
+    assert_eq!(seen, (1..=N).collect::<Vec<_>>());
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_one_node_holds_on_every_node_and_on_nodes_started_later() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "t4").await;
+    let b = node(&redis, "t4").await;
+    let token = connect_token(NS, "mallory", 600);
+    let (mut on_b, _) = Client::connect(&b.ws_url(), &token).await.unwrap();
+    let (mut bob, _) = Client::connect(&b.ws_url(), &connect_token(NS, "bob", 600))
+        .await
+        .unwrap();
+    let r = a
+        .publisher()
+        .post(
+            "/v1/revoke",
+            &publish_token(None),
+            &serde_json::json!({"sub":"mallory"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // Closed on the other node, and refused there from now on.
+    assert_eq!(on_b.closed(WAIT).await.unwrap(), Some(4003));
+    let again = Client::open(&b.ws_url()).await.unwrap();
+    match again.authenticate(&token).await {
+        Err(sealcast::client::ClientError::Closed { code }) => assert_eq!(code, Some(4003)),
+        other => panic!("revoked token accepted on another node: {other:?}"),
+    }
+    // A node that starts afterwards learns it from Redis.
+    let c = node(&redis, "t4").await;
+    let late = Client::open(&c.ws_url()).await.unwrap();
+    match late.authenticate(&token).await {
+        Err(sealcast::client::ClientError::Closed { code }) => assert_eq!(code, Some(4003)),
+        other => panic!("revoked token accepted on a later node: {other:?}"),
+    }
+    // Others are untouched.
+    assert_eq!(
+        bob.subscribe(&channel("g"), None).await.unwrap()["type"],
+        "subscribed"
+    );
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
