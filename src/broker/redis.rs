@@ -631,3 +631,64 @@ impl Broker for RedisBroker {
         self.hub.sweep();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocation_messages_and_keys_round_trip() {
+        let r = SharedRevocation {
+            app: AppId::parse("acme").unwrap(),
+            target: Target::Sub("user with spaces:and:colons".into()),
+            until: 1_900_000_000,
+        };
+        let message = format!("acme s {} user with spaces:and:colons", r.until);
+        assert_eq!(
+            parse_revocation_message(message.as_bytes()),
+            Some(r.clone())
+        );
+        assert_eq!(
+            revocation_key("p", &r),
+            "p:rv:acme:s:user with spaces:and:colons"
+        );
+        for bad in [
+            "acme x 1 v",
+            "acme s soon v",
+            "acme s 1 ",
+            "a!b s 1 v",
+            "acme s",
+        ] {
+            assert_eq!(parse_revocation_message(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn malformed_pub_sub_messages_are_ignored() {
+        let hub = Hub::new(
+            crate::hub::HubConfig::default(),
+            Arc::new(Metrics::default()),
+        );
+        let key = ChannelKey {
+            app: AppId::parse("acme").unwrap(),
+            channel: Channel::parse("ns#t").unwrap(),
+        };
+        let outbox = Arc::new(Outbox::new(crate::hub::OutboxLimits {
+            max_frames: 10,
+            max_bytes: 1 << 20,
+        }));
+        hub.subscribe(&key, 1, &outbox, None).unwrap();
+        for bad in [
+            &b"acme ns#t e1 x Ev AAAA"[..],
+            b"acme ns#t e1 1",
+            b"acme bad-channel e1 1 Ev AAAA",
+            b"acme ns#t e1 1 E\xffv AAAA",
+            b"\xff\xfe",
+        ] {
+            relay_message(&hub, bad);
+        }
+        assert_eq!(outbox.len(), 0);
+        relay_message(&hub, b"acme ns#t e1 1 Ev AAAA");
+        assert_eq!(outbox.len(), 1);
+    }
+}

@@ -305,3 +305,72 @@ fn overflowing_subscriber_is_reported_and_others_still_receive() {
     assert_eq!(overflowed, 1);
     assert_eq!(drain(&fast), vec![1, 2, 3, 4, 5]);
 }
+
+#[test]
+fn relayed_publications_reach_local_subscribers_only_and_keep_no_history() {
+    let h = hub(HubConfig::default());
+    let k = key("a", "ns#t");
+    let ev = EventName::parse("E").unwrap();
+    // No local channel: nothing to do, nothing created.
+    assert_eq!(h.relay(&k, "e1", 1, &ev, DATA), 0);
+    assert_eq!(h.channel_count(), 0);
+    let o = outbox();
+    h.subscribe(&k, 1, &o, None).unwrap();
+    assert!(h.note_epoch(&k, "e1"));
+    for offset in [7, 8, 9] {
+        assert_eq!(h.relay(&k, "e1", offset, &ev, DATA), 1);
+    }
+    let mut q = VecDeque::new();
+    o.drain_into(&mut q).unwrap();
+    assert_eq!(
+        q.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        vec![7, 8, 9]
+    );
+    let frame = std::str::from_utf8(&q[0].frame[2..]).unwrap();
+    assert!(
+        frame.contains("\"offset\":7") && frame.contains(DATA),
+        "{frame}"
+    );
+    assert_eq!(h.history_bytes(), 0);
+}
+
+#[test]
+fn a_relayed_epoch_change_closes_the_channels_subscribers_with_1011() {
+    let h = hub(HubConfig::default());
+    let (k, other) = (key("a", "ns#t"), key("a", "ns#u"));
+    let ev = EventName::parse("E").unwrap();
+    let (o, calm) = (outbox(), outbox());
+    h.subscribe(&k, 1, &o, None).unwrap();
+    h.subscribe(&other, 2, &calm, None).unwrap();
+    assert_eq!(h.relay(&k, "e1", 1, &ev, DATA), 1);
+    assert_eq!(h.relay(&other, "x1", 1, &ev, DATA), 1);
+    // The shared store lost the channel: a new epoch restarting at 1.
+    assert_eq!(h.relay(&k, "e2", 1, &ev, DATA), 0);
+    let mut q = VecDeque::new();
+    assert!(matches!(
+        o.drain_into(&mut q),
+        Err(Stop::Close(crate::protocol::CloseCode::InternalError))
+    ));
+    assert_eq!(drain(&calm), vec![1]);
+    // A subscribe that read the old epoch must fail; one that read the new one is fine.
+    assert!(!h.note_epoch(&k, "e1"));
+    assert!(h.note_epoch(&k, "e2"));
+}
+
+#[test]
+fn closing_all_subscribers_reaches_every_channel() {
+    let h = hub(HubConfig::default());
+    let outs: Vec<_> = (0..3).map(|_| outbox()).collect();
+    for (i, o) in outs.iter().enumerate() {
+        h.subscribe(&key("a", &format!("ns#t{i}")), i as u64, o, None)
+            .unwrap();
+    }
+    assert_eq!(
+        h.close_all_subscribers(crate::protocol::CloseCode::InternalError),
+        3
+    );
+    for o in &outs {
+        let mut q = VecDeque::new();
+        assert!(matches!(o.drain_into(&mut q), Err(Stop::Close(_))));
+    }
+}
