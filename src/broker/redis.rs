@@ -45,7 +45,7 @@ use super::{BoxFuture, Broker, BrokerError, RevocationHook, SharedRevocation};
 use crate::config::Config;
 use crate::history::Publication;
 use crate::hub::{ChannelKey, Hub, Outbox, Published, SessionId, Subscribed};
-use crate::protocol::{AppId, Channel, CloseCode, EventName, encode_pub};
+use crate::protocol::{AppId, Channel, CloseCode, EventName};
 use crate::revocation::Target;
 use crate::telemetry::Metrics;
 
@@ -308,13 +308,13 @@ impl RedisBroker {
             else {
                 return fail(BrokerError::Unavailable);
             };
-            let offset = first + i as u64;
-            let frame = encode_pub(key.channel.as_str(), event, data, offset);
-            replay.push(Arc::new(Publication {
-                channel_id: local.channel_id,
-                offset,
-                frame: crate::ws::codec::text_frame(frame.as_bytes()),
-            }));
+            replay.push(Publication::encode(
+                local.channel_id,
+                key.channel.as_str(),
+                event,
+                data,
+                first + i as u64,
+            ));
         }
         Ok(Subscribed {
             channel_id: local.channel_id,

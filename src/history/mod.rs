@@ -24,6 +24,22 @@ pub struct Publication {
 }
 
 impl Publication {
+    /// Encodes the `pub` frame of one publication, once, as it goes on the wire.
+    pub fn encode(
+        channel_id: u64,
+        channel: &str,
+        event: &str,
+        data: &str,
+        offset: u64,
+    ) -> Arc<Publication> {
+        let json = crate::protocol::encode_pub(channel, event, data, offset);
+        Arc::new(Publication {
+            channel_id,
+            offset,
+            frame: crate::ws::codec::text_frame(json.as_bytes()),
+        })
+    }
+
     /// Bytes this publication accounts for in the history budget and outbound queues.
     pub fn cost(&self) -> usize {
         // The frame plus the fixed part of its allocation and queue slot.

@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::history::{ChannelHistory, Publication, Recovery};
-use crate::protocol::{AppId, Channel, EventName, encode_pub};
+use crate::protocol::{AppId, Channel, EventName};
 use crate::telemetry::Metrics;
 pub use outbox::{Outbox, OutboxLimits, Push, Stop};
 
@@ -237,12 +237,8 @@ impl Hub {
                 };
             }
             let offset = st.history.next_offset();
-            let frame = encode_pub(key.channel.as_str(), event.as_str(), data, offset);
-            let publication = Arc::new(Publication {
-                channel_id: slot.id,
-                offset,
-                frame: crate::ws::codec::text_frame(frame.as_bytes()),
-            });
+            let publication =
+                Publication::encode(slot.id, key.channel.as_str(), event.as_str(), data, offset);
             let (added, evicted) = st.history.append(
                 Arc::clone(&publication),
                 idempotency_key,
@@ -256,22 +252,8 @@ impl Hub {
                 offset,
                 stored_at: now,
             });
-            let mut overflowed = 0;
-            for outbox in st.subscribers.values() {
-                if outbox.push(Arc::clone(&publication)) == Push::Overflowed {
-                    overflowed += 1;
-                }
-            }
+            let overflowed = self.fan_out(&st.subscribers, &publication);
             self.metrics.publications.inc();
-            self.metrics.deliveries.inc_by(st.subscribers.len() as u64);
-            if overflowed > 0 {
-                self.metrics
-                    .limits
-                    .get_or_create(&crate::telemetry::NameLabel {
-                        name: "outbound_queue".into(),
-                    })
-                    .inc_by(overflowed as u64);
-            }
             break Published {
                 offset,
                 epoch: Arc::clone(st.history.epoch()),
@@ -359,30 +341,36 @@ impl Hub {
             }
             None => st.relay_epoch = Some(epoch.into()),
         }
-        let frame = encode_pub(key.channel.as_str(), event.as_str(), data, offset);
-        let publication = Arc::new(Publication {
-            channel_id: slot.id,
-            offset,
-            frame: crate::ws::codec::text_frame(frame.as_bytes()),
-        });
-        let mut overflowed = 0u64;
-        for outbox in st.subscribers.values() {
-            if outbox.push(Arc::clone(&publication)) == Push::Overflowed {
+        let publication =
+            Publication::encode(slot.id, key.channel.as_str(), event.as_str(), data, offset);
+        self.fan_out(&st.subscribers, &publication);
+        st.last_active = Instant::now();
+        st.subscribers.len()
+    }
+
+    /// Pushes one publication to every subscriber of a channel (under its lock), counting
+    /// deliveries and overflows; returns how many overflowed.
+    fn fan_out(
+        &self,
+        subscribers: &IndexMap<SessionId, Arc<Outbox>>,
+        publication: &Arc<Publication>,
+    ) -> usize {
+        let mut overflowed = 0;
+        for outbox in subscribers.values() {
+            if outbox.push(Arc::clone(publication)) == Push::Overflowed {
                 overflowed += 1;
             }
         }
-        st.last_active = Instant::now();
-        let reached = st.subscribers.len();
-        self.metrics.deliveries.inc_by(reached as u64);
+        self.metrics.deliveries.inc_by(subscribers.len() as u64);
         if overflowed > 0 {
             self.metrics
                 .limits
                 .get_or_create(&crate::telemetry::NameLabel {
                     name: "outbound_queue".into(),
                 })
-                .inc_by(overflowed);
+                .inc_by(overflowed as u64);
         }
-        reached
+        overflowed
     }
 
     /// With a shared broker: records the epoch a subscribe read from the shared store.
