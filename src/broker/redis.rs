@@ -468,11 +468,16 @@ async fn listen(
     }
 }
 
-fn revocation_key(prefix: &str, r: &SharedRevocation) -> String {
-    let (kind, value) = match &r.target {
+/// How a revocation target is written in keys and messages: `s` or `j`, and the value.
+fn kind_value(target: &Target) -> (&'static str, &str) {
+    match target {
         Target::Sub(s) => ("s", s),
         Target::Jti(j) => ("j", j),
-    };
+    }
+}
+
+fn revocation_key(prefix: &str, r: &SharedRevocation) -> String {
+    let (kind, value) = kind_value(&r.target);
     format!("{prefix}:rv:{}:{kind}:{value}", r.app.as_str())
 }
 
@@ -596,10 +601,7 @@ impl Broker for RedisBroker {
         r: &'a SharedRevocation,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
-            let (kind, value) = match &r.target {
-                Target::Sub(s) => ("s", s),
-                Target::Jti(j) => ("j", j),
-            };
+            let (kind, value) = kind_value(&r.target);
             let message = format!(
                 "{REVOCATION_MESSAGE}{} {kind} {} {value}",
                 r.app.as_str(),
