@@ -122,7 +122,10 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(config.hub(), Arc::clone(&metrics)));
         let broker: Arc<dyn Broker> = match config.broker.kind {
-            config::BrokerKind::Memory => Arc::new(MemoryBroker::new(hub)),
+            config::BrokerKind::Memory => {
+                metrics.broker_up.set(1);
+                Arc::new(MemoryBroker::new(hub))
+            }
             config::BrokerKind::Redis => {
                 broker::redis::RedisBroker::start(&config, hub, Arc::clone(&metrics))
                     .map_err(std::io::Error::other)?

@@ -51,6 +51,13 @@ pub struct Metrics {
     pub limits: Family<NameLabel, Counter>,
     /// HTTP API requests refused, by error code.
     pub http_errors: Family<NameLabel, Counter>,
+    /// 1 while the broker can serve (always, in memory; on Redis, while it listens).
+    pub broker_up: Gauge,
+    /// Broker operations that failed (Redis unreachable or too slow).
+    pub broker_errors: Counter,
+    /// Times the broker's ordered stream was lost (Redis pub/sub connection), each closing
+    /// every local subscriber with 1011.
+    pub broker_disconnects: Counter,
 }
 
 impl Metrics {
@@ -152,6 +159,21 @@ impl Metrics {
             "http_errors",
             "HTTP API errors, by code",
             self.http_errors.clone(),
+        );
+        r.register(
+            "broker_up",
+            "1 while the broker can serve",
+            self.broker_up.clone(),
+        );
+        r.register(
+            "broker_errors",
+            "Broker operations that failed",
+            self.broker_errors.clone(),
+        );
+        r.register(
+            "broker_disconnects",
+            "Times the broker's ordered stream was lost",
+            self.broker_disconnects.clone(),
         );
         r
     }

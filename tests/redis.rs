@@ -180,11 +180,20 @@ async fn losing_redis_closes_subscribers_refuses_publishes_and_recovery_says_so(
         .unwrap();
     assert_eq!(refused.status, 503, "{:?}", refused.body);
     assert_eq!(refused.body["error"]["code"], "unavailable");
+    assert_eq!(a.metric("sealcast_broker_up"), 0.0);
+    assert_eq!(a.metric("sealcast_broker_disconnects_total"), 1.0);
+    // The node keeps trying to reach Redis, and counts each failure.
+    let deadline = Instant::now() + WAIT;
+    while a.metric("sealcast_broker_errors_total") < 1.0 {
+        assert!(Instant::now() < deadline, "no broker error counted");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 
     // Redis comes back empty: the node is ready again, and a client that recovers from
     // before gets recovered:false under a new epoch.
     redis.restart();
     wait_ready(&a, true).await;
+    assert_eq!(a.metric("sealcast_broker_up"), 1.0);
     let mut again = a.client().await;
     let rec = again.subscribe(&ch, Some((&epoch, 1))).await.unwrap();
     assert_eq!(rec["recovered"], false, "{rec}");

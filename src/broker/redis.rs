@@ -198,6 +198,7 @@ impl RedisBroker {
             broker.commands.clone(),
             broker.prefix.clone(),
             Arc::clone(&broker.hub),
+            Arc::clone(&broker.metrics),
             hook,
             Arc::clone(&broker.listening),
             Arc::clone(&broker.generation),
@@ -248,7 +249,7 @@ impl RedisBroker {
         let (position, repeated): (String, u8) = call
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| unavailable("publish", &e))?;
+            .map_err(|e| unavailable(&self.metrics, "publish", &e))?;
         let (epoch, offset) = position
             .split_once(' ')
             .and_then(|(e, o)| Some((e, o.parse::<u64>().ok()?)))
@@ -345,7 +346,7 @@ impl RedisBroker {
             .arg(since_offset)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| unavailable("subscribe", &e))?;
+            .map_err(|e| unavailable(&self.metrics, "subscribe", &e))?;
         if reply.len() < 3 {
             return Err(BrokerError::Unavailable);
         }
@@ -383,7 +384,8 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-fn unavailable(what: &str, e: &redis::RedisError) -> BrokerError {
+fn unavailable(metrics: &Metrics, what: &str, e: &redis::RedisError) -> BrokerError {
+    metrics.broker_errors.inc();
     // The error's kind and text only: never the URL or a payload.
     tracing::warn!(operation = what, error = ?e.kind(), "Redis unavailable");
     BrokerError::Unavailable
@@ -398,6 +400,7 @@ async fn listen(
     mut commands: ConnectionManager,
     prefix: String,
     hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
     mut hook: tokio::sync::watch::Receiver<Option<RevocationHook>>,
     listening: Arc<AtomicBool>,
     generation: Arc<AtomicU64>,
@@ -437,6 +440,7 @@ async fn listen(
                     continue;
                 }
                 listening.store(true, Ordering::Release);
+                metrics.broker_up.set(1);
                 tracing::info!("Redis broker listening");
                 let mut messages = pubsub.into_on_message();
                 while let Some(msg) = messages.next().await {
@@ -451,6 +455,8 @@ async fn listen(
                     }
                 }
                 listening.store(false, Ordering::Release);
+                metrics.broker_up.set(0);
+                metrics.broker_disconnects.inc();
                 generation.fetch_add(1, Ordering::AcqRel);
                 let closed = hub.close_all_subscribers(CloseCode::InternalError);
                 tracing::warn!(
@@ -459,9 +465,13 @@ async fn listen(
                 );
             }
             Ok(Err(e)) => {
+                metrics.broker_errors.inc();
                 tracing::warn!(error = ?e.kind(), "cannot reach Redis; retrying");
             }
-            Err(_) => tracing::warn!("Redis did not answer in time; retrying"),
+            Err(_) => {
+                metrics.broker_errors.inc();
+                tracing::warn!("Redis did not answer in time; retrying");
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -616,7 +626,7 @@ impl Broker for RedisBroker {
                 .arg(message)
                 .invoke_async(&mut conn)
                 .await
-                .map_err(|e| unavailable("revoke", &e))?;
+                .map_err(|e| unavailable(&self.metrics, "revoke", &e))?;
             Ok(())
         })
     }
