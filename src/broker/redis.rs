@@ -5,7 +5,7 @@
 //! - Redis holds, per channel, a hash `<prefix>:m:<app>:<channel>` with the epoch and the last
 //!   offset (`top`), and a list `<prefix>:h:<app>:<channel>` with the newest publications in
 //!   offset order (`<stored at, ms> <event> <data>`), so the list's entries are exactly the
-//!   offsets `top - len + 1 ..= top`. Idempotency keys are `<prefix>:i:<app>:<channel>:<key>`.
+//!   offsets `top - len + 1 ..= top`. Idempotency keys are `<prefix>:i:<app>:<channel> <key>`.
 //! - Publishing is one Lua script (atomic in Redis): repeat check, epoch, next offset, append,
 //!   trims, expiries, and `PUBLISH` on `<prefix>:p` of `<app> <channel> <epoch> <offset>
 //!   <event> <data>` (names never contain a space; data is base64).
@@ -229,12 +229,7 @@ impl RedisBroker {
         let mut call = self.publish_script.key(&meta);
         call.key(&history);
         if let Some(k) = idempotency_key {
-            call.key(format!(
-                "{}:i:{}:{}:{k}",
-                self.prefix,
-                key.app.as_str(),
-                key.channel.as_str()
-            ));
+            call.key(idempotency_redis_key(&self.prefix, key, k));
         }
         call.arg(new_epoch())
             .arg(key.app.as_str())
@@ -378,6 +373,16 @@ impl RedisBroker {
         }
         Ok((epoch, top, recovered, entries))
     }
+}
+
+/// A channel name never contains a space, so the space makes `<channel> <key>` unambiguous
+/// (a `:` would not: topics and keys may both contain one).
+fn idempotency_redis_key(prefix: &str, key: &ChannelKey, idempotency_key: &str) -> String {
+    format!(
+        "{prefix}:i:{}:{} {idempotency_key}",
+        key.app.as_str(),
+        key.channel.as_str()
+    )
 }
 
 fn millis(d: Duration) -> u64 {
@@ -673,6 +678,22 @@ mod tests {
         ] {
             assert_eq!(parse_revocation_message(bad.as_bytes()), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn idempotency_keys_of_different_channels_never_share_a_redis_key() {
+        let k = |ch: &str| ChannelKey {
+            app: AppId::parse("acme").unwrap(),
+            channel: Channel::parse(ch).unwrap(),
+        };
+        assert_ne!(
+            idempotency_redis_key("p", &k("ns#a"), "b:c"),
+            idempotency_redis_key("p", &k("ns#a:b"), "c")
+        );
+        assert_eq!(
+            idempotency_redis_key("p", &k("ns#a"), "k 1"),
+            "p:i:acme:ns#a k 1"
+        );
     }
 
     #[test]
