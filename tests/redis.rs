@@ -300,3 +300,48 @@ async fn a_revocation_on_one_node_holds_on_every_node_and_on_nodes_started_later
     b.stop().await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_in_redis_is_bounded_by_count_and_ttl_but_the_position_outlives_it() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let a = Relay::start_with(move |c| {
+        c.broker.kind = BrokerKind::Redis;
+        c.broker.prefix = "t5".into();
+        c.redis_url = Some(Secret::new(url.into_bytes()));
+        c.history.max_per_channel = 3;
+        c.history.ttl = Duration::from_millis(700);
+    })
+    .await;
+    wait_ready(&a, true).await;
+    let ch = channel("bounded");
+    let p = a.publisher();
+    let mut epoch = String::new();
+    for i in 1..=5 {
+        let (offset, e) = publish(&p, &ch, &format!("{i}")).await;
+        assert_eq!(offset, i);
+        epoch = e;
+    }
+    // Only the newest 3 are kept: from 2 on they are all there, from 1 one is gone.
+    let mut c = a.client().await;
+    let kept = c.subscribe(&ch, Some((&epoch, 2))).await.unwrap();
+    assert_eq!(kept["recovered"], true, "{kept}");
+    assert_eq!(read_pubs(&mut c, 3).await, vec![3, 4, 5]);
+    let mut c2 = a.client().await;
+    let evicted = c2.subscribe(&ch, Some((&epoch, 1))).await.unwrap();
+    assert_eq!(evicted["recovered"], false, "{evicted}");
+    // Past the TTL nothing is replayed, but a client that had seen everything still
+    // recovers (the epoch and last offset outlive the history).
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let mut c3 = a.client().await;
+    let expired = c3.subscribe(&ch, Some((&epoch, 4))).await.unwrap();
+    assert_eq!(expired["recovered"], false, "{expired}");
+    let mut c4 = a.client().await;
+    let current = c4.subscribe(&ch, Some((&epoch, 5))).await.unwrap();
+    assert_eq!(
+        (current["recovered"].as_bool(), current["offset"].as_u64()),
+        (Some(true), Some(5)),
+        "{current}"
+    );
+    a.stop().await;
+}
