@@ -407,11 +407,6 @@ impl Hub {
         closed
     }
 
-    /// The id of a local channel, as carried by its publications.
-    pub fn channel_id(&self, key: &ChannelKey) -> Option<u64> {
-        self.channels.get(key).map(|s| s.id)
-    }
-
     /// Removes `session` from `key`'s subscribers.
     pub fn unsubscribe(&self, key: &ChannelKey, session: SessionId) {
         let Some(slot) = self.channels.get(key).map(|s| Arc::clone(&s)) else {
