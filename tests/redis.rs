@@ -14,12 +14,22 @@ use sealcast::client::Client;
 use sealcast::config::BrokerKind;
 
 async fn node(redis: &RedisServer, prefix: &str) -> Relay {
+    node_with(redis, prefix, |_| {}).await
+}
+
+/// A ready relay node on `redis` in cluster `prefix`, with `f` applied to its config.
+async fn node_with(
+    redis: &RedisServer,
+    prefix: &str,
+    f: impl FnOnce(&mut sealcast::config::Config),
+) -> Relay {
     let url = redis.url();
     let prefix = prefix.to_string();
     let relay = Relay::start_with(move |c| {
         c.broker.kind = BrokerKind::Redis;
         c.broker.prefix = prefix;
         c.redis_url = Some(Secret::new(url.into_bytes()));
+        f(c);
     })
     .await;
     wait_ready(&relay, true).await;
@@ -304,16 +314,11 @@ async fn a_revocation_on_one_node_holds_on_every_node_and_on_nodes_started_later
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_in_redis_is_bounded_by_count_and_ttl_but_the_position_outlives_it() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let a = Relay::start_with(move |c| {
-        c.broker.kind = BrokerKind::Redis;
-        c.broker.prefix = "t5".into();
-        c.redis_url = Some(Secret::new(url.into_bytes()));
+    let a = node_with(&redis, "t5", |c| {
         c.history.max_per_channel = 3;
         c.history.ttl = Duration::from_millis(700);
     })
     .await;
-    wait_ready(&a, true).await;
     let ch = channel("bounded");
     let p = a.publisher();
     let mut epoch = String::new();

@@ -333,9 +333,7 @@ impl Hub {
         match &st.relay_epoch {
             Some(e) if &**e == epoch => {}
             Some(_) => {
-                for outbox in st.subscribers.values() {
-                    outbox.request_close(crate::protocol::CloseCode::InternalError);
-                }
+                close_subscribers(&st, crate::protocol::CloseCode::InternalError);
                 st.relay_epoch = Some(epoch.into());
                 return 0;
             }
@@ -397,11 +395,7 @@ impl Hub {
         let mut closed = 0;
         for slot in self.channels.iter() {
             let mut st = slot.state.lock();
-            for outbox in st.subscribers.values() {
-                if outbox.request_close(code) {
-                    closed += 1;
-                }
-            }
+            closed += close_subscribers(&st, code);
             st.relay_epoch = None;
         }
         closed
@@ -473,6 +467,15 @@ impl Hub {
             !idle
         });
     }
+}
+
+/// Asks every subscriber of a channel to close with `code`; returns how many requests
+/// were taken.
+fn close_subscribers(st: &ChannelState, code: crate::protocol::CloseCode) -> usize {
+    st.subscribers
+        .values()
+        .filter(|outbox| outbox.request_close(code))
+        .count()
 }
 
 #[cfg(test)]
