@@ -217,7 +217,17 @@ impl Server {
                 tokio::spawn(server::serve(l, app, header_timeout, listening))
             }
             Some(tls) => {
-                let l = listener::TlsListener::new(self.listener, Arc::clone(tls))?;
+                let cfg = state
+                    .config
+                    .tls
+                    .as_ref()
+                    .expect("TLS state comes from [tls]");
+                let l = listener::TlsListener::new(
+                    self.listener,
+                    Arc::clone(tls),
+                    cfg,
+                    Arc::clone(&state.metrics),
+                )?;
                 tokio::spawn(server::serve(l, app, header_timeout, listening))
             }
         };

@@ -1,24 +1,27 @@
 //! The relay's listeners, plain and TLS, both reporting the peer as [`PeerAddr`] to the
 //! connection loop in [`crate::server`].
 //!
-//! TLS handshakes run in their own tasks, never in the accept loop, so one slow client
-//! cannot hold up others; at most `MAX_HANDSHAKES` run at once and each gets
-//! `HANDSHAKE_TIMEOUT`.
+//! TLS handshakes run in their own tasks and the accept loop never waits on them: a socket
+//! that arrives while `tls.max_handshakes` are in progress is closed at once (counted), so
+//! silent sockets cannot make other clients queue behind them. A handshake first waits for
+//! the ClientHello alone, for `tls.client_hello_timeout` (short: a real client sends it at
+//! once), then gets the rest of `tls.handshake_timeout`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::config::TlsConfig;
+use crate::telemetry::Metrics;
 use crate::tls::TlsReloader;
 use crate::ws::PeerAddr;
-
-const MAX_HANDSHAKES: usize = 512;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn accept_tcp(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     loop {
@@ -70,30 +73,90 @@ impl Drop for TlsListener {
     }
 }
 
+/// Holds one place among the handshakes in progress; gives it back when dropped.
+struct HandshakeSlot {
+    in_flight: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+impl HandshakeSlot {
+    fn take(in_flight: &Arc<AtomicUsize>, max: usize, metrics: &Arc<Metrics>) -> Option<Self> {
+        in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        metrics.tls_handshakes.inc();
+        Some(HandshakeSlot {
+            in_flight: Arc::clone(in_flight),
+            metrics: Arc::clone(metrics),
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.tls_handshakes.dec();
+    }
+}
+
+/// Runs one handshake within its two timeouts.
+async fn handshake(
+    stream: TcpStream,
+    tls: &TlsReloader,
+    hello_timeout: Duration,
+    total_timeout: Duration,
+) -> Result<TlsStream<TcpStream>, &'static str> {
+    let started = tokio::time::Instant::now();
+    let lazy = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = match tokio::time::timeout(hello_timeout, lazy).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(_)) => return Err("no valid ClientHello"),
+        Err(_) => return Err("no ClientHello in time"),
+    };
+    let rest = total_timeout.saturating_sub(started.elapsed());
+    match tokio::time::timeout(rest, start.into_stream(tls.config())).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(_)) => Err("handshake failed"),
+        Err(_) => Err("handshake timed out"),
+    }
+}
+
 impl TlsListener {
     /// Starts accepting on `tcp` with the certificate of `tls`.
-    pub fn new(tcp: TcpListener, tls: Arc<TlsReloader>) -> std::io::Result<TlsListener> {
+    pub fn new(
+        tcp: TcpListener,
+        tls: Arc<TlsReloader>,
+        config: &TlsConfig,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<TlsListener> {
         let local = tcp.local_addr()?;
-        let (tx, rx) = mpsc::channel(MAX_HANDSHAKES);
-        let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        // Completed handshakes wait here for the server loop, which takes them at once.
+        let (tx, rx) = mpsc::channel(1024);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let max = config.max_handshakes;
+        let (hello_timeout, total_timeout) =
+            (config.client_hello_timeout, config.handshake_timeout);
         let accept_task = tokio::spawn(async move {
             loop {
                 let (stream, addr) = accept_tcp(&tcp).await;
-                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                    return;
+                let Some(slot) = HandshakeSlot::take(&in_flight, max, &metrics) else {
+                    // Never wait: close this one and keep accepting.
+                    metrics.limit_hit("tls_handshakes");
+                    drop(stream);
+                    continue;
                 };
-                let acceptor = tls.acceptor();
+                let tls = Arc::clone(&tls);
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let _slot = slot;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
+                    let result = handshake(stream, &tls, hello_timeout, total_timeout).await;
+                    drop(slot);
+                    match result {
+                        Ok(tls_stream) => {
                             let _ = tx.send((tls_stream, PeerAddr(addr))).await;
                         }
-                        Ok(Err(e)) => {
-                            tracing::debug!(peer = %addr, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
+                        Err(why) => tracing::debug!(peer = %addr, why, "TLS handshake failed"),
                     }
                 });
             }

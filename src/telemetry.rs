@@ -58,6 +58,11 @@ pub struct Metrics {
     /// Times the broker's ordered stream was lost (Redis pub/sub connection), each closing
     /// every local subscriber with 1011.
     pub broker_disconnects: Counter,
+    /// TLS handshakes in progress (bounded by `tls.max_handshakes`).
+    pub tls_handshakes: Gauge,
+    /// Live revocations held by this node (bounded per app by
+    /// `limits.max_revocations_per_app`).
+    pub revocations: Gauge,
 }
 
 impl Metrics {
@@ -174,6 +179,16 @@ impl Metrics {
             "broker_disconnects",
             "Times the broker's ordered stream was lost",
             self.broker_disconnects.clone(),
+        );
+        r.register(
+            "tls_handshakes",
+            "TLS handshakes in progress",
+            self.tls_handshakes.clone(),
+        );
+        r.register(
+            "revocations",
+            "Live revocations held",
+            self.revocations.clone(),
         );
         r
     }

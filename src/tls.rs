@@ -113,6 +113,11 @@ impl TlsReloader {
         TlsAcceptor::from(self.current.load_full())
     }
 
+    /// The current server configuration (certificate, versions, suites).
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
     /// Loads the pair again; on error the old one keeps serving.
     pub fn reload(&self) -> Result<(), TlsError> {
         let stamps = (modified(&self.cert_file), modified(&self.key_file));

@@ -10,60 +10,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::certs::{ca, client_config, leaf};
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::CertificateDer;
 use sealcast::client::Client;
 use sealcast::config::TlsConfig;
-
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-    der: CertificateDer<'static>,
-}
-
-fn ca() -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "sealcast test CA");
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        der: cert.der().clone(),
-        params,
-        key,
-    }
-}
-
-/// A leaf for localhost and 127.0.0.1 signed by `ca`: (cert PEM, key PEM, cert DER).
-fn leaf(ca: &Ca, cn: &str) -> (String, String, CertificateDer<'static>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    let issuer = Issuer::from_params(&ca.params, &ca.key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (cert.pem(), key.serialize_pem(), cert.der().clone())
-}
-
-fn client_config(ca: &Ca) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der.clone()).unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
-}
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sealcast-tls-{name}-{}", std::process::id()));
@@ -80,9 +31,8 @@ fn write_pair(dir: &Path, cert: &str, key: &str) -> TlsConfig {
         std::fs::rename(&tmp, dir.join(name)).unwrap();
     }
     TlsConfig {
-        cert_file: dir.join("cert.pem"),
-        key_file: dir.join("key.pem"),
         reload_interval: Duration::from_millis(100),
+        ..TlsConfig::from_files(dir.join("cert.pem"), dir.join("key.pem"))
     }
 }
 

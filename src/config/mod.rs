@@ -383,6 +383,14 @@ impl Config {
         nonzero("revocation.max_entries", self.revocation.max_entries)?;
         if let Some(tls) = &self.tls {
             positive("tls.reload_interval", tls.reload_interval)?;
+            nonzero("tls.max_handshakes", tls.max_handshakes)?;
+            positive("tls.client_hello_timeout", tls.client_hello_timeout)?;
+            if tls.handshake_timeout < tls.client_hello_timeout {
+                return Err(invalid(
+                    "tls.handshake_timeout",
+                    "must be at least tls.client_hello_timeout",
+                ));
+            }
         }
         if let Some(origins) = &self.allowed_origins {
             for (i, o) in origins.iter().enumerate() {

@@ -257,8 +257,45 @@ pub struct TlsConfig {
     /// How often the files are checked for changes (SIGHUP reloads at once).
     #[serde(default = "default_tls_reload", with = "humantime_serde")]
     pub reload_interval: Duration,
+    /// Most TLS handshakes in progress at once; a connection beyond is closed at once
+    /// (`sealcast_limit_hits_total{limit="tls_handshakes"}`). Accepting never waits on a
+    /// handshake, so silent sockets cannot hold up other clients.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// Time a new connection has to send its ClientHello before it is dropped.
+    #[serde(default = "default_client_hello_timeout", with = "humantime_serde")]
+    pub client_hello_timeout: Duration,
+    /// Time for the whole handshake, ClientHello included.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+impl TlsConfig {
+    /// A certificate and key with every other setting at its default.
+    pub fn from_files(cert_file: PathBuf, key_file: PathBuf) -> TlsConfig {
+        TlsConfig {
+            cert_file,
+            key_file,
+            reload_interval: default_tls_reload(),
+            max_handshakes: default_max_handshakes(),
+            client_hello_timeout: default_client_hello_timeout(),
+            handshake_timeout: default_handshake_timeout(),
+        }
+    }
 }
 
 fn default_tls_reload() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_handshakes() -> usize {
+    10_000
+}
+
+fn default_client_hello_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)
 }

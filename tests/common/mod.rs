@@ -2,6 +2,7 @@
 //! to mint tokens and make real ciphertext.
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
+pub mod certs;
 pub mod proc;
 pub mod raw;
 pub mod redis;

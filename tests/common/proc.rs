@@ -97,7 +97,10 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let line = rx
             .recv_timeout(left)
             .unwrap_or_else(|_| panic!("no listening line; stderr: {}", stderr.lock().unwrap()));
-        if let Some(rest) = line.strip_prefix("sealcast listening on http://") {
+        let rest = line
+            .strip_prefix("sealcast listening on http://")
+            .or_else(|| line.strip_prefix("sealcast listening on https://"));
+        if let Some(rest) = rest {
             break rest.parse().expect("listening address");
         }
         lines.push(line);
@@ -121,4 +124,54 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         cmd.env(k, v);
     }
     cmd.output().unwrap()
+}
+
+/// The secrets of the apps [`serve`] configures (those of `tests/common`).
+pub const APP_SECRETS: [(&str, &str); 3] = [
+    ("ACME_KEY_1", "acme-key-one-0123456789abcdefghijklmnop"),
+    ("ACME_KEY_2", "acme-key-two-0123456789abcdefghijklmnop"),
+    ("OTHER_KEY_1", "other-key-one-0123456789abcdefghijklmno"),
+];
+
+/// The apps of `tests/common` (acme with k1 and k2, other with k1) as config tables.
+pub const APPS_TOML: &str = "[[apps]]\nid = \"acme\"\n\
+    [[apps.keys]]\nkid = \"k1\"\nsecret_env = \"ACME_KEY_1\"\n\
+    [[apps.keys]]\nkid = \"k2\"\nsecret_env = \"ACME_KEY_2\"\n\
+    [[apps]]\nid = \"other\"\n[[apps.keys]]\nkid = \"k1\"\nsecret_env = \"OTHER_KEY_1\"\n";
+
+/// Writes a config file in a fresh directory named after `name` and starts
+/// `serve --config` on it: `listen` on 127.0.0.1:0, then `extra` (top-level keys first,
+/// then tables), then the apps of `tests/common`. Returns the process and the file.
+pub fn serve(name: &str, extra: &str) -> (Proc, std::path::PathBuf) {
+    let dir = temp_dir(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sealcast.toml");
+    std::fs::write(
+        &path,
+        format!("listen = \"127.0.0.1:0\"\n{extra}\n{APPS_TOML}"),
+    )
+    .unwrap();
+    let p = spawn(&["serve", "--config", path.to_str().unwrap()], &APP_SECRETS);
+    (p, path)
+}
+
+impl Proc {
+    /// The admin listener's address, from the start-up line (`admin_listen` set).
+    pub fn admin_addr(&self) -> String {
+        self.stdout_lines
+            .iter()
+            .find_map(|l| l.strip_prefix("sealcast admin listening on http://"))
+            .unwrap_or_else(|| panic!("no admin line in {:?}", self.stdout_lines))
+            .to_string()
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin_addr()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
