@@ -43,6 +43,7 @@ pub fn config(listen: SocketAddr) -> (Config, DevSecrets) {
             kid: DEV_KID.into(),
             secret: app_secret.clone(),
         }],
+        quota: Default::default(),
     };
     let secrets = DevSecrets {
         app_secret,

@@ -43,6 +43,7 @@ pub mod listener;
 pub mod load;
 pub mod payload;
 pub mod protocol;
+pub mod quota;
 pub mod reload;
 pub mod revocation;
 pub mod server;
@@ -82,6 +83,8 @@ pub struct AppState {
     pub registry: ws::registry::Registry,
     /// Live revocations.
     pub revocations: revocation::Revocations,
+    /// Per-app quotas (reloaded with the apps).
+    pub quotas: Arc<quota::Quotas>,
     /// Which origins may open a WebSocket.
     pub origins: http::origin::OriginPolicy,
     /// Whose `X-Forwarded-For` to believe.
@@ -120,7 +123,12 @@ impl Server {
     /// in memory, or Redis, which is connected to in the background).
     pub async fn bind(config: Config) -> std::io::Result<Server> {
         let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::new(config.hub(), Arc::clone(&metrics)));
+        let quotas = quota::Quotas::from_config(&config);
+        let hub = Arc::new(Hub::with_quotas(
+            config.hub(),
+            Arc::clone(&metrics),
+            Arc::clone(&quotas),
+        ));
         let broker: Arc<dyn Broker> = match config.broker.kind {
             config::BrokerKind::Memory => {
                 metrics.broker_up.set(1);
@@ -131,14 +139,15 @@ impl Server {
                     .map_err(std::io::Error::other)?
             }
         };
-        Self::bind_with_broker(config, broker, metrics).await
+        Self::bind_with_broker(config, broker, metrics, quotas).await
     }
 
-    /// Binds with a given broker.
+    /// Binds with a given broker, whose hub holds `quotas`.
     pub async fn bind_with_broker(
         config: Config,
         broker: Arc<dyn Broker>,
         metrics: Arc<Metrics>,
+        quotas: Arc<quota::Quotas>,
     ) -> std::io::Result<Server> {
         let listener = bind_listener(config.listen)?;
         let admin = match config.admin_listen {
@@ -150,6 +159,7 @@ impl Server {
             limits: limits::Limits::new(config.limits.clone(), Arc::clone(&metrics)),
             registry: ws::registry::Registry::default(),
             revocations: revocation::Revocations::new(config.revocation.max_entries),
+            quotas,
             origins: http::origin::OriginPolicy::from_config(config.allowed_origins.as_deref()),
             proxies: http::proxy::TrustedProxies::from_config(&config.http.trusted_proxies),
             tls: match &config.tls {

@@ -34,6 +34,10 @@ pub enum Refusal {
     ConnectRate(Duration),
     /// `publish_rate_per_app`: retry after this long.
     PublishRate(Duration),
+    /// `revoke_rate_per_app`: retry after this long.
+    RevokeRate(Duration),
+    /// `subscribe_rate_per_connection`: retry after this long.
+    SubscribeRate(Duration),
 }
 
 impl Refusal {
@@ -45,6 +49,8 @@ impl Refusal {
             Refusal::ConnectionsPerNamespace => "connections_per_namespace",
             Refusal::ConnectRate(_) => "connect_rate_per_ip",
             Refusal::PublishRate(_) => "publish_rate_per_app",
+            Refusal::RevokeRate(_) => "revoke_rate_per_app",
+            Refusal::SubscribeRate(_) => "subscribe_rate_per_connection",
         }
     }
 }
@@ -57,6 +63,10 @@ pub struct Limits {
     per_namespace: DashMap<(AppId, Namespace), usize>,
     connect_rate: DefaultKeyedRateLimiter<IpAddr>,
     publish_rate: DefaultKeyedRateLimiter<AppId>,
+    revoke_rate: DefaultKeyedRateLimiter<AppId>,
+    /// Keyed by session id: only sessions that subscribed recently hold a bucket, so an
+    /// idle connection costs nothing here.
+    subscribe_rate: DefaultKeyedRateLimiter<u64>,
     metrics: Arc<Metrics>,
 }
 
@@ -131,6 +141,14 @@ impl Limits {
             publish_rate: RateLimiter::keyed(quota(
                 config.publish_rate_per_app,
                 config.publish_burst_per_app,
+            )),
+            revoke_rate: RateLimiter::keyed(quota(
+                config.revoke_rate_per_app,
+                config.revoke_burst_per_app,
+            )),
+            subscribe_rate: RateLimiter::keyed(quota(
+                config.subscribe_rate_per_connection,
+                config.subscribe_burst_per_connection,
             )),
             config,
             open: AtomicUsize::new(0),
@@ -208,8 +226,30 @@ impl Limits {
         }
     }
 
+    /// Admits one `POST /v1/revoke` of `app`.
+    pub fn admit_revoke(&self, app: &AppId) -> Result<(), Refusal> {
+        self.revoke_rate.check_key(app).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            self.refuse(Refusal::RevokeRate(wait))
+        })
+    }
+
+    /// Admits one `subscribe` frame of session `session`.
+    pub fn admit_subscribe(&self, session: u64) -> Result<(), Refusal> {
+        self.subscribe_rate
+            .check_key(&session)
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                self.refuse(Refusal::SubscribeRate(wait))
+            })
+    }
+
     /// Forgets rate-limit keys whose buckets are full again.
     pub fn sweep(&self) {
+        self.revoke_rate.retain_recent();
+        self.revoke_rate.shrink_to_fit();
+        self.subscribe_rate.retain_recent();
+        self.subscribe_rate.shrink_to_fit();
         self.connect_rate.retain_recent();
         self.connect_rate.shrink_to_fit();
         self.publish_rate.retain_recent();

@@ -42,6 +42,7 @@ pub fn reload(state: &AppState) -> Result<Reloaded, ReloadError> {
     let fresh = Config::load(path)?;
     let auth = Arc::new(authenticator(&fresh));
     state.auth.store(Arc::clone(&auth));
+    state.quotas.reload(&fresh);
     let closed = state
         .registry
         .close_unkeyed(CloseCode::Unauthorized, |app, kid| auth.has_key(app, kid));

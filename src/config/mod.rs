@@ -72,6 +72,12 @@ struct RawApp {
     id: String,
     #[serde(default)]
     keys: Vec<RawKey>,
+    #[serde(default)]
+    max_channels: Option<usize>,
+    #[serde(default)]
+    max_history_bytes: Option<usize>,
+    #[serde(default)]
+    max_revocations: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +133,9 @@ pub struct AppConfig {
     pub id: AppId,
     /// Active keys.
     pub keys: Vec<KeyConfig>,
+    /// This app's overrides of the per-app quotas of `[limits]` (`max_channels`,
+    /// `max_history_bytes`, `max_revocations` in its `[[apps]]` table).
+    pub quota: crate::quota::QuotaOverride,
 }
 
 /// The whole, validated configuration.
@@ -238,7 +247,21 @@ impl Config {
                     secret,
                 });
             }
-            apps.push(AppConfig { id, keys });
+            let quota = crate::quota::QuotaOverride {
+                max_channels: app.max_channels,
+                max_history_bytes: app.max_history_bytes,
+                max_revocations: app.max_revocations,
+            };
+            for (key, value) in [
+                ("max_channels", quota.max_channels),
+                ("max_history_bytes", quota.max_history_bytes),
+                ("max_revocations", quota.max_revocations),
+            ] {
+                if value == Some(0) {
+                    return Err(invalid(format!("apps[{i}].{key}"), "must be at least 1"));
+                }
+            }
+            apps.push(AppConfig { id, keys, quota });
         }
         let config = Config {
             listen: raw.listen,
@@ -379,6 +402,25 @@ impl Config {
         nonzero(
             "limits.publish_burst_per_app",
             l.publish_burst_per_app as usize,
+        )?;
+        nonzero("limits.max_channels_per_app", l.max_channels_per_app)?;
+        nonzero(
+            "limits.max_history_bytes_per_app",
+            l.max_history_bytes_per_app,
+        )?;
+        nonzero("limits.max_revocations_per_app", l.max_revocations_per_app)?;
+        nonzero("limits.revoke_rate_per_app", l.revoke_rate_per_app as usize)?;
+        nonzero(
+            "limits.revoke_burst_per_app",
+            l.revoke_burst_per_app as usize,
+        )?;
+        nonzero(
+            "limits.subscribe_rate_per_connection",
+            l.subscribe_rate_per_connection as usize,
+        )?;
+        nonzero(
+            "limits.subscribe_burst_per_connection",
+            l.subscribe_burst_per_connection as usize,
         )?;
         nonzero("revocation.max_entries", self.revocation.max_entries)?;
         if let Some(tls) = &self.tls {

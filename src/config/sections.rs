@@ -178,6 +178,23 @@ pub struct LimitsConfig {
     pub publish_rate_per_app: u32,
     /// Burst of publications per app; beyond the bucket: 429 with Retry-After.
     pub publish_burst_per_app: u32,
+    /// Channels with state per app (an `[[apps]]` table may set `max_channels`); a new
+    /// channel beyond is refused (503 `unavailable`, frame error `limit_exceeded`).
+    pub max_channels_per_app: usize,
+    /// History bytes per app (an `[[apps]]` table may set `max_history_bytes`); beyond,
+    /// the app's own oldest publications are evicted, never another app's.
+    pub max_history_bytes_per_app: usize,
+    /// Live revocations per app (an `[[apps]]` table may set `max_revocations`); beyond,
+    /// a new one is refused with 503 and other apps are unaffected.
+    pub max_revocations_per_app: usize,
+    /// `POST /v1/revoke` requests per second per app (token bucket rate).
+    pub revoke_rate_per_app: u32,
+    /// Burst of revoke requests per app; beyond the bucket: 429 with Retry-After.
+    pub revoke_burst_per_app: u32,
+    /// `subscribe` frames per second per connection (token bucket rate).
+    pub subscribe_rate_per_connection: u32,
+    /// Burst of `subscribe` frames per connection; beyond: error `limit_exceeded`.
+    pub subscribe_burst_per_connection: u32,
 }
 
 impl Default for LimitsConfig {
@@ -190,6 +207,13 @@ impl Default for LimitsConfig {
             connect_burst_per_ip: 400,
             publish_rate_per_app: 20_000,
             publish_burst_per_app: 40_000,
+            max_channels_per_app: 100_000,
+            max_history_bytes_per_app: 256 << 20,
+            max_revocations_per_app: 10_000,
+            revoke_rate_per_app: 100,
+            revoke_burst_per_app: 100,
+            subscribe_rate_per_connection: 20,
+            subscribe_burst_per_connection: 256,
         }
     }
 }

@@ -154,3 +154,50 @@ fn secret_from_file() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn per_app_quotas_default_from_limits_and_an_app_may_override_them() {
+    let text = r#"
+[limits]
+max_channels_per_app = 50
+max_revocations_per_app = 7
+[[apps]]
+id = "acme"
+max_channels = 5
+max_history_bytes = 4096
+[[apps.keys]]
+kid = "k1"
+secret_env = "ACME_KEY_1"
+[[apps]]
+id = "other"
+[[apps.keys]]
+kid = "k1"
+secret_env = "ACME_KEY_1"
+"#;
+    let c = Config::parse(text, env).unwrap();
+    let q = crate::quota::Quotas::from_config(&c);
+    let acme = q.of(&AppId::parse("acme").unwrap());
+    let other = q.of(&AppId::parse("other").unwrap());
+    assert_eq!(
+        (
+            acme.max_channels,
+            acme.max_history_bytes,
+            acme.max_revocations
+        ),
+        (5, 4096, 7)
+    );
+    assert_eq!(
+        (
+            other.max_channels,
+            other.max_history_bytes,
+            other.max_revocations
+        ),
+        (50, 256 << 20, 7)
+    );
+    let zero = text.replace("max_channels = 5", "max_channels = 0");
+    assert!(
+        err(&zero).contains("apps[0].max_channels"),
+        "{}",
+        err(&zero)
+    );
+}

@@ -231,8 +231,11 @@ async fn publish_one(
         .await
         .map_err(|e| match e {
             BrokerError::Hub(HubError::TooManyChannels) => {
-                ApiError::Unavailable("channel limit reached")
+                ApiError::Unavailable("channel limit reached (history.max_channels)")
             }
+            BrokerError::Hub(HubError::AppChannelQuota) => ApiError::Unavailable(
+                "the app's channel quota is reached (limits.max_channels_per_app)",
+            ),
             BrokerError::Unavailable => ApiError::Unavailable("broker unavailable"),
         })?;
     Ok(PublishResponse {

@@ -14,16 +14,25 @@
 //! channel's subscriber count and is one `Arc` clone plus an uncontended outbox push per
 //! subscriber.
 //!
-//! History is bounded three ways: a TTL and a per-channel count (enforced by
-//! [`ChannelHistory`]) and a global byte budget, enforced through one FIFO of every stored
-//! entry in store order; since the TTL is uniform, that FIFO's front is always the globally
-//! oldest entry, so expiry and budget eviction both pop from it.
+//! History is bounded four ways: a TTL and a per-channel count (enforced by
+//! [`ChannelHistory`]), a per-app byte budget and a relay-wide one, enforced through a FIFO
+//! of each app's stored entries ([`usage`]). Channels are bounded relay-wide and per app.
+//!
+//! A channel that was never published holds no state beyond its subscriptions: it is
+//! forgotten as soon as its last subscriber leaves. Its position is answered lazily and
+//! stays the same across that: a channel created by this hub gets the epoch
+//! `<hub epoch>-<bucket>`, where the bucket is the creation time divided by the
+//! channel-state TTL. A channel forgotten by the sweeper was idle for a whole TTL after its
+//! creation, so its next incarnation falls in a later bucket and has another epoch (a
+//! client that recovers across it gets `recovered:false`), while a never-published channel
+//! recreated within the bucket keeps its epoch at offset 0, which is exactly right: nothing
+//! was ever published on it.
 
 pub mod outbox;
+mod usage;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -33,8 +42,10 @@ use tokio::time::Instant;
 
 use crate::history::{ChannelHistory, Publication, Recovery};
 use crate::protocol::{AppId, Channel, EventName};
+use crate::quota::{AppQuota, Quotas};
 use crate::telemetry::Metrics;
 pub use outbox::{Outbox, OutboxLimits, Push, Stop};
+use usage::{IndexEntry, Pressure, Usage};
 
 /// A channel of an app: the unit of routing. Channels of different apps never meet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -79,9 +90,12 @@ impl Default for HubConfig {
 /// A refused hub operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
-    /// The channel would be new and the channel limit is reached.
+    /// The channel would be new and the relay-wide channel limit is reached.
     #[error("channel limit reached")]
     TooManyChannels,
+    /// The channel would be new and its app's channel quota is reached.
+    #[error("the app's channel quota is reached (limits.max_channels_per_app)")]
+    AppChannelQuota,
 }
 
 /// The result of a publish.
@@ -129,19 +143,16 @@ struct ChannelSlot {
     state: Mutex<ChannelState>,
 }
 
-struct IndexEntry {
-    slot: Arc<ChannelSlot>,
-    offset: u64,
-    stored_at: Instant,
-}
-
 /// The registry of channels, subscribers and history.
 pub struct Hub {
     channels: DashMap<ChannelKey, Arc<ChannelSlot>>,
-    /// Every stored entry in store order, for TTL expiry and the global byte budget.
-    index: Mutex<VecDeque<IndexEntry>>,
-    history_bytes: AtomicUsize,
+    /// Per-app channels and history, for quotas, TTL expiry and the byte budgets.
+    usage: Usage,
+    quotas: Arc<Quotas>,
     next_channel_id: AtomicU64,
+    /// Random per hub: the first part of every epoch this hub gives.
+    epoch_base: String,
+    started: Instant,
     config: HubConfig,
     metrics: Arc<Metrics>,
 }
@@ -150,26 +161,56 @@ impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
             .field("channels", &self.channels.len())
-            .field("history_bytes", &self.history_bytes.load(Ordering::Relaxed))
+            .field("history_bytes", &self.usage.total_bytes())
             .finish()
     }
 }
 
-fn new_epoch() -> Arc<str> {
-    hex::encode(rand::random::<[u8; 8]>()).into()
-}
-
 impl Hub {
-    /// An empty hub.
+    /// An empty hub whose per-app quotas are the relay-wide bounds.
     pub fn new(config: HubConfig, metrics: Arc<Metrics>) -> Self {
+        let quotas = Quotas::uniform(AppQuota {
+            max_channels: config.max_channels,
+            max_history_bytes: config.max_history_bytes,
+            max_revocations: usize::MAX,
+        });
+        Hub::with_quotas(config, metrics, quotas)
+    }
+
+    /// An empty hub with per-app quotas.
+    pub fn with_quotas(config: HubConfig, metrics: Arc<Metrics>, quotas: Arc<Quotas>) -> Self {
         Hub {
             channels: DashMap::new(),
-            index: Mutex::new(VecDeque::new()),
-            history_bytes: AtomicUsize::new(0),
+            usage: Usage::default(),
+            quotas,
             next_channel_id: AtomicU64::new(1),
+            epoch_base: hex::encode(rand::random::<[u8; 6]>()),
+            started: Instant::now(),
             config,
             metrics,
         }
+    }
+
+    /// The epoch of a channel created now (see the module docs).
+    fn fresh_epoch(&self, now: Instant) -> Arc<str> {
+        let ttl = self.config.channel_state_ttl.as_millis().max(1);
+        let bucket = now.saturating_duration_since(self.started).as_millis() / ttl;
+        format!("{}-{bucket:x}", self.epoch_base).into()
+    }
+
+    /// `app`'s quotas.
+    pub fn app_quota(&self, app: &AppId) -> AppQuota {
+        self.quotas.of(app)
+    }
+
+    /// Channels with state of `app`.
+    pub fn app_channel_count(&self, app: &AppId) -> usize {
+        self.usage.app_channels(app)
+    }
+
+    /// History bytes held for `app`.
+    pub fn app_history_bytes(&self, app: &AppId) -> usize {
+        self.usage.app_bytes(app)
     }
 
     /// Channels with state.
@@ -179,7 +220,7 @@ impl Hub {
 
     /// History bytes held over all channels.
     pub fn history_bytes(&self) -> usize {
-        self.history_bytes.load(Ordering::Relaxed)
+        self.usage.total_bytes()
     }
 
     fn slot(&self, key: &ChannelKey, now: Instant) -> Result<Arc<ChannelSlot>, HubError> {
@@ -190,15 +231,22 @@ impl Hub {
             self.metrics.limit_hit("channels");
             return Err(HubError::TooManyChannels);
         }
+        let quota = self.quotas.of(&key.app).max_channels;
+        if !self.usage.reserve_channel(&key.app, quota) {
+            self.metrics.limit_hit("channels_per_app");
+            return Err(HubError::AppChannelQuota);
+        }
+        let mut created = false;
         let slot = self
             .channels
             .entry(key.clone())
             .or_insert_with(|| {
+                created = true;
                 self.metrics.channels.inc();
                 Arc::new(ChannelSlot {
                     id: self.next_channel_id.fetch_add(1, Ordering::Relaxed),
                     state: Mutex::new(ChannelState {
-                        history: ChannelHistory::new(new_epoch()),
+                        history: ChannelHistory::new(self.fresh_epoch(now)),
                         subscribers: IndexMap::new(),
                         last_active: now,
                         removed: false,
@@ -207,6 +255,10 @@ impl Hub {
                 })
             })
             .clone();
+        if !created {
+            // Another caller created it in between: its place is the one counted.
+            self.usage.release_channel(&key.app);
+        }
         Ok(slot)
     }
 
@@ -245,13 +297,14 @@ impl Hub {
                 now,
                 self.config.max_per_channel,
             );
-            self.account(added, evicted);
-            st.last_active = now;
-            self.index.lock().push_back(IndexEntry {
+            let entry = IndexEntry {
                 slot: Arc::clone(&slot),
                 offset,
                 stored_at: now,
-            });
+            };
+            self.usage.stored(&key.app, entry, added, evicted);
+            self.metrics.history_bytes.set(self.history_bytes() as i64);
+            st.last_active = now;
             let overflowed = self.fan_out(&st.subscribers, &publication);
             self.metrics.publications.inc();
             break Published {
@@ -261,9 +314,7 @@ impl Hub {
                 overflowed,
             };
         };
-        if self.history_bytes() > self.config.max_history_bytes {
-            self.evict(now, true);
-        }
+        self.evict(now, Some(&key.app));
         Ok(published)
     }
 
@@ -401,51 +452,55 @@ impl Hub {
         closed
     }
 
-    /// Removes `session` from `key`'s subscribers.
+    /// Removes `session` from `key`'s subscribers. A channel that was never published is
+    /// forgotten with its last subscriber (see the module docs).
     pub fn unsubscribe(&self, key: &ChannelKey, session: SessionId) {
         let Some(slot) = self.channels.get(key).map(|s| Arc::clone(&s)) else {
             return;
         };
         let mut st = slot.state.lock();
-        if st.subscribers.swap_remove(&session).is_some() {
-            self.metrics.subscriptions.dec();
-            st.last_active = Instant::now();
+        if st.subscribers.swap_remove(&session).is_none() {
+            return;
         }
+        self.metrics.subscriptions.dec();
+        st.last_active = Instant::now();
+        let unused = st.subscribers.is_empty()
+            && st.history.last_offset() == 0
+            && st.history.is_empty()
+            && !st.removed;
+        if !unused {
+            return;
+        }
+        // Marked under the lock: a publish or subscribe holding this slot looks it up
+        // again, and then creates a fresh one (with the same epoch, within the bucket).
+        st.removed = true;
+        drop(st);
+        self.channels.remove_if(key, |_, s| Arc::ptr_eq(s, &slot));
+        self.metrics.channels.dec();
+        self.usage.release_channel(&key.app);
     }
 
-    fn account(&self, added: usize, evicted: usize) {
-        if added >= evicted {
-            self.history_bytes
-                .fetch_add(added - evicted, Ordering::Relaxed);
-        } else {
-            self.history_bytes
-                .fetch_sub(evicted - added, Ordering::Relaxed);
-        }
-        self.metrics.history_bytes.set(self.history_bytes() as i64);
-    }
-
-    /// Pops the globally oldest entries while they are expired, or (with `budget`) while
-    /// the byte budget is exceeded. Never called under a channel lock.
-    fn evict(&self, now: Instant, budget: bool) {
-        loop {
-            let entry = {
-                let mut index = self.index.lock();
-                let Some(front) = index.front() else { break };
-                let expired = front.stored_at + self.config.history_ttl <= now;
-                let over = budget && self.history_bytes() > self.config.max_history_bytes;
-                if !expired && !over {
-                    break;
-                }
-                if over && !expired {
-                    self.metrics.limit_hit("history_bytes");
-                }
-                index.pop_front()
-            };
-            let Some(entry) = entry else { break };
+    /// Evicts expired entries, then entries of `app` while it is over its history budget,
+    /// then the heaviest app's while the relay-wide budget is exceeded. Never called
+    /// under a channel lock.
+    fn evict(&self, now: Instant, app: Option<&AppId>) {
+        let app = app.map(|a| (a, self.quotas.of(a).max_history_bytes));
+        while let Some((owner, entry, pressure)) = self.usage.pop(
+            now,
+            self.config.history_ttl,
+            app,
+            self.config.max_history_bytes,
+        ) {
+            match pressure {
+                Pressure::Expired => {}
+                Pressure::App => self.metrics.limit_hit("history_bytes_per_app"),
+                Pressure::Global => self.metrics.limit_hit("history_bytes"),
+            }
             // The entry may already be gone (count eviction); evict_through is then a no-op.
             let freed = entry.slot.state.lock().history.evict_through(entry.offset);
-            self.account(0, freed);
+            self.usage.freed(&owner, freed);
         }
+        self.metrics.history_bytes.set(self.history_bytes() as i64);
     }
 
     /// Periodic maintenance: expires history by TTL and enforces the byte budget, then
@@ -454,18 +509,24 @@ impl Hub {
     /// across that gets `recovered:false`, never a silent gap.
     pub fn sweep(&self) {
         let now = Instant::now();
-        self.evict(now, true);
+        self.evict(now, None);
         let ttl = self.config.channel_state_ttl;
-        self.channels.retain(|_, slot| {
+        let mut forgotten: Vec<AppId> = Vec::new();
+        self.channels.retain(|key, slot| {
             let mut st = slot.state.lock();
             let idle =
                 st.subscribers.is_empty() && st.history.is_empty() && st.last_active + ttl <= now;
-            if idle {
+            if idle && !st.removed {
                 st.removed = true;
                 self.metrics.channels.dec();
+                forgotten.push(key.app.clone());
             }
             !idle
         });
+        // Outside the map's locks (see `usage` for the lock order).
+        for app in &forgotten {
+            self.usage.release_channel(app);
+        }
     }
 }
 

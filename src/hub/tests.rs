@@ -374,3 +374,134 @@ fn closing_all_subscribers_reaches_every_channel() {
         assert!(matches!(o.drain_into(&mut q), Err(Stop::Close(_))));
     }
 }
+
+fn hub_with(config: HubConfig, quota: AppQuota) -> Hub {
+    Hub::with_quotas(config, Arc::new(Metrics::default()), Quotas::uniform(quota))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_never_published_channel_is_forgotten_with_its_last_subscriber_and_keeps_its_epoch() {
+    let h = hub(HubConfig {
+        channel_state_ttl: Duration::from_secs(600),
+        ..HubConfig::default()
+    });
+    let k = key("a", "ns#ghost");
+    let first = h.subscribe(&k, 1, &outbox(), None).unwrap();
+    h.subscribe(&k, 2, &outbox(), None).unwrap();
+    h.unsubscribe(&k, 1);
+    assert_eq!(h.channel_count(), 1, "still subscribed");
+    h.unsubscribe(&k, 2);
+    assert_eq!(h.channel_count(), 0);
+    assert_eq!(h.app_channel_count(&k.app), 0);
+    // Within the bucket: the same position, so a client that saw offset 0 recovers.
+    tokio::time::advance(Duration::from_secs(300)).await;
+    let again = h
+        .subscribe(&k, 3, &outbox(), Some((&first.epoch, 0)))
+        .unwrap();
+    assert_eq!((again.recovered, &again.epoch), (Some(true), &first.epoch));
+    let p = h
+        .publish(&k, &EventName::parse("E").unwrap(), DATA, None)
+        .unwrap();
+    assert_eq!((p.offset, &p.epoch), (1, &first.epoch));
+    h.unsubscribe(&k, 3);
+    assert_eq!(h.channel_count(), 1, "a published channel keeps its state");
+    // Forgotten after a whole idle TTL: its next incarnation has another epoch, so the
+    // old position does not recover into it.
+    tokio::time::advance(Duration::from_secs(601)).await;
+    h.sweep();
+    assert_eq!(h.channel_count(), 0);
+    let next = h
+        .subscribe(&k, 4, &outbox(), Some((&first.epoch, 1)))
+        .unwrap();
+    assert_ne!(next.epoch, first.epoch);
+    assert_eq!(next.recovered, Some(false));
+}
+
+#[test]
+fn each_app_has_its_own_channel_quota() {
+    let h = hub_with(
+        HubConfig::default(),
+        AppQuota {
+            max_channels: 2,
+            max_history_bytes: 1 << 20,
+            max_revocations: 10,
+        },
+    );
+    let ev = EventName::parse("E").unwrap();
+    h.publish(&key("a", "ns#1"), &ev, DATA, None).unwrap();
+    h.subscribe(&key("a", "ns#2"), 1, &outbox(), None).unwrap();
+    assert_eq!(
+        h.publish(&key("a", "ns#3"), &ev, DATA, None),
+        Err(HubError::AppChannelQuota)
+    );
+    assert_eq!(
+        h.subscribe(&key("a", "ns#3"), 2, &outbox(), None).err(),
+        Some(HubError::AppChannelQuota)
+    );
+    h.publish(&key("b", "ns#3"), &ev, DATA, None).unwrap();
+    h.publish(&key("b", "ns#4"), &ev, DATA, None).unwrap();
+    // A subscription-only channel gives its place back when it ends.
+    h.unsubscribe(&key("a", "ns#2"), 1);
+    h.publish(&key("a", "ns#3"), &ev, DATA, None).unwrap();
+}
+
+#[test]
+fn an_app_over_its_history_budget_evicts_only_its_own_history() {
+    let h = hub_with(
+        HubConfig {
+            max_history_bytes: 100_000,
+            ..HubConfig::default()
+        },
+        AppQuota {
+            max_channels: 100,
+            max_history_bytes: 3_000,
+            max_revocations: 10,
+        },
+    );
+    let ev = EventName::parse("E").unwrap();
+    let b = key("b", "ns#quiet");
+    let first = h.publish(&b, &ev, DATA, None).unwrap();
+    for i in 0..500 {
+        h.publish(&key("a", &format!("ns#noisy{}", i % 5)), &ev, DATA, None)
+            .unwrap();
+        assert!(h.app_history_bytes(&AppId::parse("a").unwrap()) <= 3_000);
+    }
+    let s = h
+        .subscribe(&b, 1, &outbox(), Some((&first.epoch, 0)))
+        .unwrap();
+    assert_eq!(
+        (s.recovered, s.replay.len()),
+        (Some(true), 1),
+        "b kept its history"
+    );
+}
+
+#[test]
+fn the_relay_wide_budget_evicts_the_heaviest_app_first() {
+    let h = hub_with(
+        HubConfig {
+            max_history_bytes: 5_000,
+            ..HubConfig::default()
+        },
+        AppQuota {
+            max_channels: 100,
+            max_history_bytes: 1 << 20,
+            max_revocations: 10,
+        },
+    );
+    let ev = EventName::parse("E").unwrap();
+    let b = key("b", "ns#quiet");
+    let first = h.publish(&b, &ev, DATA, None).unwrap();
+    for _ in 0..200 {
+        h.publish(&key("a", "ns#noisy"), &ev, DATA, None).unwrap();
+        assert!(h.history_bytes() <= 5_000);
+    }
+    let s = h
+        .subscribe(&b, 1, &outbox(), Some((&first.epoch, 0)))
+        .unwrap();
+    assert_eq!(
+        s.recovered,
+        Some(true),
+        "the quiet app's entry, though oldest, stays"
+    );
+}

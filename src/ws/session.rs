@@ -418,6 +418,17 @@ impl Session {
         channel: Channel,
         since: Option<Since>,
     ) -> Next {
+        // First: refused attempts (and their audit records) count too.
+        if self.state.limits.admit_subscribe(self.id).is_err() {
+            return self
+                .reply_error(
+                    conn,
+                    id,
+                    ErrorCode::LimitExceeded,
+                    "subscribing too fast on this connection (limits.subscribe_rate_per_connection)",
+                )
+                .await;
+        }
         if !channel.in_namespace(&self.ns) {
             self.state.metrics.forbidden.inc();
             tracing::warn!(
@@ -470,9 +481,17 @@ impl Session {
             .await
         {
             Ok(s) => s,
-            Err(crate::broker::BrokerError::Hub(_)) => {
+            Err(crate::broker::BrokerError::Hub(e)) => {
+                let message = match e {
+                    crate::hub::HubError::TooManyChannels => {
+                        "channel limit reached (history.max_channels)"
+                    }
+                    crate::hub::HubError::AppChannelQuota => {
+                        "the app's channel quota is reached (limits.max_channels_per_app)"
+                    }
+                };
                 return self
-                    .reply_error(conn, id, ErrorCode::LimitExceeded, "channel limit reached")
+                    .reply_error(conn, id, ErrorCode::LimitExceeded, message)
                     .await;
             }
             Err(crate::broker::BrokerError::Unavailable) => {

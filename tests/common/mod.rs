@@ -41,6 +41,7 @@ fn app(id: &str, keys: &[(&str, &[u8])]) -> AppConfig {
                 secret: Secret::new(s.to_vec()),
             })
             .collect(),
+        quota: Default::default(),
     }
 }
 
@@ -170,4 +171,31 @@ pub async fn read_pubs(c: &mut Client, n: usize) -> Vec<u64> {
 
 pub fn frame_type(v: &Value) -> &str {
     v["type"].as_str().unwrap_or("")
+}
+
+/// A publish token of app `other`.
+pub fn other_publish_token() -> String {
+    MintClaims::publish("other", None, unix_now(), 300).sign(Some("k1"), OTHER_K1)
+}
+
+/// Waits (bounded) until `f` holds, polling every 50 ms; panics with `what` otherwise.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The sum of every sample of a metric family whose labels contain `label` (e.g.
+/// `"channels_per_app"`), whatever the label's name.
+pub fn metric_with_label(text: &str, family: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(family) && l.contains(&format!("=\"{label}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

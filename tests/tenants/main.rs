@@ -5,4 +5,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod channels;
+mod redis_db;
 mod tls;

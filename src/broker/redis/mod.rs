@@ -6,10 +6,12 @@
 //!   offset (`top`), and a list `<prefix>:h:<app>:<channel>` with the newest publications in
 //!   offset order (`<stored at, ms> <event> <data>`), so the list's entries are exactly the
 //!   offsets `top - len + 1 ..= top`. Idempotency keys are `<prefix>:i:<app>:<channel> <key>`.
+//!   Nothing is stored for a channel before its first publication, and each app's channels
+//!   are bounded by its quota ([`scripts`]).
 //! - Publishing is one Lua script (atomic in Redis): repeat check, epoch, next offset, append,
-//!   trims, expiries, and `PUBLISH` on `<prefix>:p` of `<app> <channel> <epoch> <offset>
+//!   trims, expiries, and `PUBLISH` on `<prefix>:p:<db>` of `<app> <channel> <epoch> <offset>
 //!   <event> <data>` (names never contain a space; data is base64).
-//! - Every node holds one pub/sub connection subscribed to `<prefix>:p` and hands what arrives
+//! - Every node holds one pub/sub connection subscribed to `<prefix>:p:<db>` and hands what arrives
 //!   to its local hub ([`Hub::relay`]), which pushes it to the node's subscribers only.
 //!
 //! Why there is no gap and no duplicate (the hub's argument, across nodes):
@@ -48,71 +50,9 @@ use crate::hub::{ChannelKey, Hub, Outbox, Published, SessionId, Subscribed};
 use crate::protocol::{AppId, Channel, CloseCode, EventName};
 use crate::revocation::Target;
 use crate::telemetry::Metrics;
+use scripts::{PUBLISH_LUA, REVOKE_LUA, SUBSCRIBE_LUA};
 
-/// Appends a publication; see the module docs. KEYS: meta, history, [idempotency].
-/// ARGV: epoch candidate, app, channel, event, data, history ttl (ms), max per channel,
-/// channel state ttl (s), pub/sub channel. Returns `{"<epoch> <offset>", repeated 0/1}`.
-const PUBLISH_LUA: &str = r"
-if #KEYS == 3 then
-  local prev = redis.call('GET', KEYS[3])
-  if prev then return {prev, 1} end
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
-  redis.call('DEL', KEYS[2])
-end
-local offset = redis.call('HINCRBY', KEYS[1], 'top', 1)
-redis.call('RPUSH', KEYS[2], now .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1)
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-redis.call('EXPIRE', KEYS[1], ARGV[8])
-local pos = epoch .. ' ' .. offset
-if #KEYS == 3 then redis.call('SET', KEYS[3], pos, 'PX', ARGV[6]) end
-redis.call('PUBLISH', ARGV[9], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. pos .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
-return {pos, 0}
-";
-
-/// A subscribe's read; see the module docs. KEYS: meta, history. ARGV: epoch candidate,
-/// channel state ttl (s), history ttl (ms), since epoch ('' for none), since offset.
-/// Returns `{epoch, top, status, entries...}`, status `live`, `ok` (entries follow, the
-/// first at since + 1) or `gone`.
-const SUBSCRIBE_LUA: &str = r"
-if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'top', 0)
-  redis.call('DEL', KEYS[2])
-end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-local top = tonumber(redis.call('HGET', KEYS[1], 'top') or '0')
-if ARGV[4] == '' then return {epoch, top, 'live'} end
-local since = tonumber(ARGV[5])
-if ARGV[4] ~= epoch or since == nil or since > top then return {epoch, top, 'gone'} end
-if since == top then return {epoch, top, 'ok'} end
-local len = redis.call('LLEN', KEYS[2])
-local first = top - len + 1
-if since + 1 < first then return {epoch, top, 'gone'} end
-local entries = redis.call('LRANGE', KEYS[2], since + 1 - first, -1)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local stored = tonumber(string.match(entries[1], '^(%d+)'))
-if stored == nil or stored + tonumber(ARGV[3]) <= now then return {epoch, top, 'gone'} end
-local out = {epoch, top, 'ok'}
-for i = 1, #entries do out[#out + 1] = entries[i] end
-return out
-";
-
-/// Stores a revocation (keeping the later `until`) and announces it. KEYS: the revocation.
-/// ARGV: until (unix seconds), pub/sub channel, message.
-const REVOKE_LUA: &str = r"
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[1]) end
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
-";
+mod scripts;
 
 /// Messages on the pub/sub channel that are not publications start with this (an app id
 /// cannot contain `!`).
@@ -131,6 +71,9 @@ pub struct RedisBroker {
     /// Set once by the relay; the listener waits for it before it listens.
     revocation_hook: tokio::sync::watch::Sender<Option<RevocationHook>>,
     prefix: String,
+    /// `<prefix>:p:<db>`: pub/sub ignores the database index, so the name carries it and
+    /// deployments on different databases of one Redis never hear each other.
+    pubsub_channel: String,
     history_ttl: Duration,
     max_per_channel: usize,
     state_ttl: Duration,
@@ -186,6 +129,11 @@ impl RedisBroker {
             revoke_script: redis::Script::new(REVOKE_LUA),
             revocation_hook,
             prefix: config.broker.prefix.clone(),
+            pubsub_channel: format!(
+                "{}:p:{}",
+                config.broker.prefix,
+                client.get_connection_info().redis_settings().db()
+            ),
             history_ttl: config.history.ttl,
             max_per_channel: config.history.max_per_channel,
             state_ttl: config.history.channel_state_ttl,
@@ -197,6 +145,7 @@ impl RedisBroker {
             client,
             broker.commands.clone(),
             broker.prefix.clone(),
+            broker.pubsub_channel.clone(),
             Arc::clone(&broker.hub),
             Arc::clone(&broker.metrics),
             hook,
@@ -207,12 +156,16 @@ impl RedisBroker {
         Ok(broker)
     }
 
-    fn keys(&self, key: &ChannelKey) -> (String, String) {
+    /// The channel's meta and history keys, the data set's epoch base, and the app's
+    /// channel set.
+    fn keys(&self, key: &ChannelKey) -> [String; 4] {
         let id = format!("{}:{}", key.app.as_str(), key.channel.as_str());
-        (
+        [
             format!("{}:m:{id}", self.prefix),
             format!("{}:h:{id}", self.prefix),
-        )
+            format!("{}:base", self.prefix),
+            format!("{}:c:{}", self.prefix, key.app.as_str()),
+        ]
     }
 
     async fn publish_in_redis(
@@ -225,9 +178,10 @@ impl RedisBroker {
         if !self.listening.load(Ordering::Acquire) {
             return Err(BrokerError::Unavailable);
         }
-        let (meta, history) = self.keys(key);
-        let mut call = self.publish_script.key(&meta);
-        call.key(&history);
+        let mut call = self.publish_script.prepare_invoke();
+        for k in self.keys(key) {
+            call.key(k);
+        }
         if let Some(k) = idempotency_key {
             call.key(idempotency_redis_key(&self.prefix, key, k));
         }
@@ -239,12 +193,17 @@ impl RedisBroker {
             .arg(millis(self.history_ttl))
             .arg(self.max_per_channel.max(1))
             .arg(self.state_ttl.as_secs().max(1))
-            .arg(format!("{}:p", self.prefix));
+            .arg(&self.pubsub_channel)
+            .arg(self.hub.app_quota(&key.app).max_channels);
         let mut conn = self.commands.clone();
         let (position, repeated): (String, u8) = call
             .invoke_async(&mut conn)
             .await
             .map_err(|e| unavailable(&self.metrics, "publish", &e))?;
+        if repeated == 2 {
+            self.metrics.limit_hit("channels_per_app");
+            return Err(BrokerError::Hub(crate::hub::HubError::AppChannelQuota));
+        }
         let (epoch, offset) = position
             .split_once(' ')
             .and_then(|(e, o)| Some((e, o.parse::<u64>().ok()?)))
@@ -327,18 +286,19 @@ impl RedisBroker {
         key: &ChannelKey,
         since: Option<(&str, u64)>,
     ) -> Result<(String, u64, Option<bool>, Vec<String>), BrokerError> {
-        let (meta, history) = self.keys(key);
         let (since_epoch, since_offset) = since.unwrap_or(("", 0));
         let mut conn = self.commands.clone();
-        let mut reply: Vec<redis::Value> = self
-            .subscribe_script
-            .key(&meta)
-            .key(&history)
+        let mut call = self.subscribe_script.prepare_invoke();
+        for k in self.keys(key) {
+            call.key(k);
+        }
+        let mut reply: Vec<redis::Value> = call
             .arg(new_epoch())
             .arg(self.state_ttl.as_secs().max(1))
             .arg(millis(self.history_ttl))
             .arg(since_epoch)
             .arg(since_offset)
+            .arg(key.channel.as_str())
             .invoke_async(&mut conn)
             .await
             .map_err(|e| unavailable(&self.metrics, "subscribe", &e))?;
@@ -404,6 +364,7 @@ async fn listen(
     client: redis::Client,
     mut commands: ConnectionManager,
     prefix: String,
+    channel: String,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     mut hook: tokio::sync::watch::Receiver<Option<RevocationHook>>,
@@ -411,7 +372,6 @@ async fn listen(
     generation: Arc<AtomicU64>,
     broker: std::sync::Weak<RedisBroker>,
 ) {
-    let channel = format!("{prefix}:p");
     // Nothing is served before the relay can apply shared revocations.
     let revoke: RevocationHook = match hook.wait_for(Option::is_some).await {
         Ok(h) => h.as_ref().map(Arc::clone).expect("waited for"),
@@ -627,7 +587,7 @@ impl Broker for RedisBroker {
                 .revoke_script
                 .key(revocation_key(&self.prefix, r))
                 .arg(r.until)
-                .arg(format!("{}:p", self.prefix))
+                .arg(&self.pubsub_channel)
                 .arg(message)
                 .invoke_async(&mut conn)
                 .await

@@ -1,0 +1,101 @@
+//! The Lua scripts of the Redis broker: each runs atomically in Redis, which is what orders
+//! a channel's offsets and makes "append, then announce" one step.
+//!
+//! Per-channel keys exist only for channels that were published: a subscribe to a channel
+//! with no state writes nothing and answers its position lazily, as the in-memory hub does
+//! (`crate::hub`): a channel created now gets the epoch `<base>-<bucket>`, where `<base>` is
+//! random per Redis data set (`<prefix>:base`, so a flushed or lost data set gives new
+//! epochs) and the bucket is Redis' time divided by the channel-state TTL. A channel's state
+//! expires only after a whole TTL without use, so its next incarnation falls in a later
+//! bucket and has another epoch. Each app's live channels are a sorted set
+//! (`<prefix>:c:<app>`, scored by expiry) bounding them by the app's quota.
+//!
+//! This relies on Redis keeping keys until they expire: run it with
+//! `maxmemory-policy noeviction` (docs/operations.md); an evicted channel state would
+//! reuse its epoch within the bucket.
+
+/// Appends a publication; see the module docs. KEYS: meta, history, base, the app's channel
+/// set, [idempotency]. ARGV: base candidate, app, channel, event, data, history ttl (ms), max
+/// per channel, channel state ttl (s), pub/sub channel, the app's channel quota. Returns
+/// `{"<epoch> <offset>", status}`, status 0 published, 1 repeated idempotency key, 2 the
+/// app's channel quota is reached (nothing written).
+pub(super) const PUBLISH_LUA: &str = r"
+if #KEYS == 5 then
+  local prev = redis.call('GET', KEYS[5])
+  if prev then return {prev, 1} end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state_ms = tonumber(ARGV[8]) * 1000
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[10]) then return {'', 2} end
+  local base = redis.call('GET', KEYS[3])
+  if not base then
+    base = ARGV[1]
+    redis.call('SET', KEYS[3], base)
+  end
+  epoch = base .. '-' .. tostring(math.floor(now / state_ms))
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+  redis.call('DEL', KEYS[2])
+end
+redis.call('ZADD', KEYS[4], now + state_ms, ARGV[3])
+redis.call('EXPIRE', KEYS[4], ARGV[8])
+local offset = redis.call('HINCRBY', KEYS[1], 'top', 1)
+redis.call('RPUSH', KEYS[2], now .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1)
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+local pos = epoch .. ' ' .. offset
+if #KEYS == 5 then redis.call('SET', KEYS[5], pos, 'PX', ARGV[6]) end
+redis.call('PUBLISH', ARGV[9], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. pos .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
+return {pos, 0}
+";
+
+/// A subscribe's read; see the module docs. KEYS: meta, history, base, the app's channel
+/// set. ARGV: base candidate, channel state ttl (s), history ttl (ms), since epoch ('' for
+/// none), since offset, channel. Returns `{epoch, top, status, entries...}`, status `live`,
+/// `ok` (entries follow, the first at since + 1) or `gone`.
+pub(super) const SUBSCRIBE_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local since = tonumber(ARGV[5])
+if not epoch then
+  local base = redis.call('GET', KEYS[3])
+  if not base then
+    base = ARGV[1]
+    redis.call('SET', KEYS[3], base)
+  end
+  epoch = base .. '-' .. tostring(math.floor(now / (tonumber(ARGV[2]) * 1000)))
+  if ARGV[4] == '' then return {epoch, 0, 'live'} end
+  if ARGV[4] == epoch and since == 0 then return {epoch, 0, 'ok'} end
+  return {epoch, 0, 'gone'}
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]) * 1000, ARGV[6])
+redis.call('EXPIRE', KEYS[4], ARGV[2])
+local top = tonumber(redis.call('HGET', KEYS[1], 'top') or '0')
+if ARGV[4] == '' then return {epoch, top, 'live'} end
+if ARGV[4] ~= epoch or since == nil or since > top then return {epoch, top, 'gone'} end
+if since == top then return {epoch, top, 'ok'} end
+local len = redis.call('LLEN', KEYS[2])
+local first = top - len + 1
+if since + 1 < first then return {epoch, top, 'gone'} end
+local entries = redis.call('LRANGE', KEYS[2], since + 1 - first, -1)
+local stored = tonumber(string.match(entries[1], '^(%d+)'))
+if stored == nil or stored + tonumber(ARGV[3]) <= now then return {epoch, top, 'gone'} end
+local out = {epoch, top, 'ok'}
+for i = 1, #entries do out[#out + 1] = entries[i] end
+return out
+";
+
+/// Stores a revocation (keeping the later `until`) and announces it. KEYS: the revocation.
+/// ARGV: until (unix seconds), pub/sub channel, message.
+pub(super) const REVOKE_LUA: &str = r"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[1]) end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+";
