@@ -297,5 +297,9 @@ async fn sweep_loop(state: Arc<AppState>) {
         state.broker.sweep();
         state.limits.sweep();
         state.revocations.sweep(auth::unix_now());
+        state
+            .metrics
+            .revocations
+            .set(state.revocations.len() as i64);
     }
 }

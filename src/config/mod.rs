@@ -376,6 +376,7 @@ impl Config {
         nonzero("http.max_body_bytes", p.max_body_bytes)?;
         nonzero("http.max_batch", p.max_batch)?;
         positive("http.header_read_timeout", p.header_read_timeout)?;
+        positive("http.body_read_timeout", p.body_read_timeout)?;
         for (i, entry) in p.trusted_proxies.iter().enumerate() {
             crate::http::proxy::parse_entry(entry)
                 .map_err(|problem| invalid(format!("http.trusted_proxies[{i}]"), problem))?;

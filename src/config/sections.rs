@@ -120,6 +120,10 @@ pub struct HttpConfig {
     /// connection is closed after it.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Time an authenticated request has to deliver its whole body; a stalled body is
+    /// answered 400 and the connection closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     /// Proxies (addresses or networks) whose `X-Forwarded-For` names the client, for the
     /// per-IP connect limit and audit records; empty: the header is ignored.
     pub trusted_proxies: Vec<String>,
@@ -132,6 +136,7 @@ impl Default for HttpConfig {
             max_payload_bytes: 64 * 1024,
             max_batch: 1000,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
         }
     }

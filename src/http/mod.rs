@@ -2,6 +2,7 @@
 //! operations endpoints. Handlers are thin: they turn requests into typed values, call the
 //! broker, and map each error variant to its status.
 
+mod batch;
 pub mod error;
 pub mod ops;
 pub mod origin;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -24,6 +24,9 @@ use crate::hub::{ChannelKey, HubError};
 use crate::limits::Refusal;
 use crate::protocol::frames::clip;
 use crate::protocol::{Channel, EventName};
+use crate::ws::PeerAddr;
+
+use super::proxy::ClientAddr;
 
 /// AES-GCM nonce (12) plus tag (16): the shortest possible ciphertext.
 pub const MIN_PAYLOAD_BYTES: usize = 28;
@@ -40,11 +43,6 @@ pub struct PublishRequest {
     /// Optional, 1 to 64 bytes.
     #[serde(default)]
     pub idempotency_key: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct BatchRequest {
-    publications: Vec<serde_json::Value>,
 }
 
 /// `{"offset":O,"epoch":E}`.
@@ -89,7 +87,11 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 /// Verifies the request's publish token; audits and counts a refusal.
-pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<PublishClaims, ApiError> {
+pub fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: &ClientAddr,
+) -> Result<PublishClaims, ApiError> {
     let token = bearer(headers).inspect_err(|_| state.metrics.token_rejected("missing"))?;
     state
         .auth
@@ -103,6 +105,7 @@ pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<PublishClaims,
                 reason = r.reason.label(),
                 app = r.app.as_ref().map(|a| a.as_str()),
                 kid = r.kid.as_deref(),
+                peer = %peer,
                 "publish token refused"
             );
             ApiError::Unauthorized(match r.reason {
@@ -138,7 +141,15 @@ pub async fn read_json_body(
         ));
     }
     // Only the size limit is a 413; a body that breaks off or has malformed chunks is a 400.
-    match Limited::new(body, limit).collect().await {
+    // A body that stalls is cut off at the read timeout (the connection then closes).
+    let timeout = state.config.http.body_read_timeout;
+    let Ok(read) = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await else {
+        state.metrics.limit_hit("http_body_read_timeout");
+        return Err(ApiError::BadRequest(
+            "request body not received within http.body_read_timeout".into(),
+        ));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             state.metrics.limit_hit("http_body_bytes");
@@ -164,6 +175,7 @@ fn check(
     state: &AppState,
     claims: &PublishClaims,
     req: PublishRequest,
+    peer: &ClientAddr,
 ) -> Result<Checked, ApiError> {
     let channel = Channel::parse(&req.channel)
         .map_err(|e| ApiError::BadRequest(format!("channel: {e}").into()))?;
@@ -203,6 +215,7 @@ fn check(
                 app = claims.app.as_str(),
                 ns = ns.as_str(),
                 channel = channel.as_str(),
+                peer = %peer,
                 "publish outside the token's namespace refused"
             );
             return Err(ApiError::Forbidden("channel outside the token's namespace"));
@@ -223,8 +236,9 @@ async fn publish_one(
     state: &AppState,
     claims: &PublishClaims,
     req: PublishRequest,
+    peer: &ClientAddr,
 ) -> Result<PublishResponse, ApiError> {
-    let c = check(state, claims, req)?;
+    let c = check(state, claims, req, peer)?;
     let published = state
         .broker
         .publish(&c.key, &c.event, &c.data, c.idempotency_key.as_deref())
@@ -272,15 +286,17 @@ pub(crate) fn count_error(state: &AppState, e: ApiError) -> ApiError {
 /// `POST /v1/publish`.
 pub async fn publish(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(tcp): ConnectInfo<PeerAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<PublishResponse>, ApiError> {
+    let peer = state.proxies.client(tcp.0, &headers);
     let run = async {
-        let claims = authorize(&state, &headers)?;
+        let claims = authorize(&state, &headers, &peer)?;
         let bytes = read_json_body(&state, &headers, body).await?;
         let req: PublishRequest = parse_json(&bytes)?;
         admit_rate(&state, &claims, 1)?;
-        publish_one(&state, &claims, req).await
+        publish_one(&state, &claims, req, &peer).await
     };
     run.await.map(Json).map_err(|e| count_error(&state, e))
 }
@@ -288,26 +304,33 @@ pub async fn publish(
 /// `POST /v1/publish/batch`.
 pub async fn publish_batch(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(tcp): ConnectInfo<PeerAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<impl Serialize>, ApiError> {
+    let peer = state.proxies.client(tcp.0, &headers);
     let run = async {
-        let claims = authorize(&state, &headers)?;
+        let claims = authorize(&state, &headers, &peer)?;
         let bytes = read_json_body(&state, &headers, body).await?;
-        let batch: BatchRequest = parse_json(&bytes)?;
         let max = state.config.http.max_batch;
-        if batch.publications.len() > max {
-            state.metrics.limit_hit("batch_size");
-            return Err(ApiError::BadRequest(
-                format!("at most {max} publications per batch").into(),
-            ));
-        }
-        let n = u32::try_from(batch.publications.len()).unwrap_or(u32::MAX);
+        let publications = super::batch::parse(&bytes, max).map_err(|e| match e {
+            super::batch::BatchError::TooMany => {
+                state.metrics.limit_hit("batch_size");
+                ApiError::BadRequest(
+                    format!("at most {max} publications per batch (http.max_batch)").into(),
+                )
+            }
+            super::batch::BatchError::Invalid(e) => {
+                ApiError::BadRequest(clip(format!("invalid JSON body: {e}"), 200).into())
+            }
+        })?;
+        let n = u32::try_from(publications.len()).unwrap_or(u32::MAX);
         admit_rate(&state, &claims, n)?;
-        let mut results = Vec::with_capacity(batch.publications.len());
-        for item in batch.publications {
-            let outcome = match serde_json::from_value::<PublishRequest>(item) {
-                Ok(req) => publish_one(&state, &claims, req).await,
+        let mut results = Vec::with_capacity(publications.len());
+        for item in publications {
+            // Parsed alone, as a single publish body is: duplicate keys are refused.
+            let outcome = match serde_json::from_str::<PublishRequest>(item.get()) {
+                Ok(req) => publish_one(&state, &claims, req, &peer).await,
                 Err(e) => Err(ApiError::BadRequest(
                     clip(format!("invalid publication: {e}"), 200).into(),
                 )),

@@ -3,12 +3,19 @@
 //!
 //! It takes an app-wide publish token: one limited to a namespace (`ns` claim) cannot
 //! revoke, since a user's sessions span namespaces (403).
+//!
+//! Bounded per app, so that one app (or a stolen publish token) cannot deny revocation to
+//! the others: a request rate (`limits.revoke_rate_per_app`, 429 with `Retry-After`), a
+//! quota of live revocations (`limits.max_revocations_per_app`, 503), and a `jti`
+//! revocation lasts at most as long as a connect token can (`tokens.max_connect_lifetime`
+//! plus the leeway): a later `until` is shortened to that, since no token with that id
+//! can be valid beyond it.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +26,8 @@ use crate::auth::unix_now;
 use crate::broker::SharedRevocation;
 use crate::protocol::AppId;
 use crate::protocol::CloseCode;
-use crate::revocation::Target;
+use crate::revocation::{Full, Target};
+use crate::ws::PeerAddr;
 
 /// Furthest `until` accepted: a year.
 const MAX_UNTIL_SECS: i64 = 365 * 24 * 3600;
@@ -35,26 +43,41 @@ struct RevokeRequest {
     until: Option<i64>,
 }
 
-/// `{"closed":N}`.
+/// `{"closed":N,"until":T}`.
 #[derive(Debug, Serialize)]
 pub struct RevokeResponse {
-    /// Live sessions closed with 4003.
+    /// Live sessions of this node closed with 4003.
     pub closed: usize,
+    /// Until when the revocation holds (a `jti`'s is capped, see the module docs).
+    pub until: i64,
 }
 
 /// `POST /v1/revoke`.
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(tcp): ConnectInfo<PeerAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<RevokeResponse>, ApiError> {
+    let peer = state.proxies.client(tcp.0, &headers);
     let run = async {
-        let claims = authorize(&state, &headers)?;
+        let claims = authorize(&state, &headers, &peer)?;
         if claims.ns.is_some() {
             return Err(ApiError::Forbidden(
                 "revocation needs a publish token without ns",
             ));
         }
+        state
+            .limits
+            .admit_revoke(&claims.app)
+            .map_err(|r| ApiError::RateLimited {
+                retry_after: match r {
+                    crate::limits::Refusal::RevokeRate(wait) => {
+                        wait.as_secs_f64().ceil().max(1.0) as u64
+                    }
+                    _ => 1,
+                },
+            })?;
         let bytes = read_json_body(&state, &headers, body).await?;
         let req: RevokeRequest = parse_json(&bytes)?;
         let target = match (req.sub, req.jti) {
@@ -69,14 +92,28 @@ pub async fn revoke(
         let now = unix_now();
         let max_life =
             i64::try_from(state.config.tokens.max_connect_lifetime.as_secs()).unwrap_or(i64::MAX);
-        let until = req.until.unwrap_or(now.saturating_add(max_life));
+        let mut until = req.until.unwrap_or(now.saturating_add(max_life));
         if until <= now || until > now.saturating_add(MAX_UNTIL_SECS) {
             return Err(ApiError::BadRequest(
                 "until must be in the future and within a year".into(),
             ));
         }
-        let Ok(closed) = apply(&state, &claims.app, &target, until, now) else {
-            return Err(ApiError::Unavailable("revocation store full"));
+        if let Target::Jti(_) = target {
+            let leeway = i64::try_from(state.config.tokens.leeway.as_secs()).unwrap_or(0);
+            until = until.min(now.saturating_add(max_life).saturating_add(leeway));
+        }
+        let closed = match apply(&state, &claims.app, &target, until, now) {
+            Ok(closed) => closed,
+            Err(Full::App) => {
+                return Err(ApiError::Unavailable(
+                    "this app holds its quota of live revocations (limits.max_revocations_per_app)",
+                ));
+            }
+            Err(Full::Relay) => {
+                return Err(ApiError::Unavailable(
+                    "revocation store full (revocation.max_entries)",
+                ));
+            }
         };
         // With several nodes, every node must know it; the app retries a 503 (revoking is
         // idempotent), and this node has applied it already.
@@ -102,9 +139,10 @@ pub async fn revoke(
             value,
             until,
             closed,
+            peer = %peer,
             "tokens revoked"
         );
-        Ok(RevokeResponse { closed })
+        Ok(RevokeResponse { closed, until })
     };
     run.await.map(Json).map_err(|e| count_error(&state, e))
 }
@@ -117,9 +155,20 @@ fn apply(
     target: &Target,
     until: i64,
     now: i64,
-) -> Result<usize, crate::revocation::Full> {
-    if let Err(full) = state.revocations.revoke(app, target.clone(), until, now) {
-        state.metrics.limit_hit("revocations");
+) -> Result<usize, Full> {
+    let quota = state.quotas.of(app).max_revocations;
+    let recorded = state
+        .revocations
+        .revoke(app, target.clone(), until, now, quota);
+    state
+        .metrics
+        .revocations
+        .set(state.revocations.len() as i64);
+    if let Err(full) = recorded {
+        state.metrics.limit_hit(match full {
+            Full::App => "revocations_per_app",
+            Full::Relay => "revocations",
+        });
         return Err(full);
     }
     Ok(match target {

@@ -117,32 +117,48 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// After authentication: refuses a revoked user or token (4003) and a session past the
 /// per-app or per-namespace limits (4029).
-pub(crate) fn admit(
-    state: &AppState,
-    claims: &ConnectClaims,
-    peer: ClientAddr,
-) -> Result<SessionGuard, CloseCode> {
-    if state
-        .revocations
-        .is_revoked(&claims.app, &claims.sub, claims.jti.as_deref(), unix_now())
-    {
-        state.metrics.token_rejected("revoked");
-        tracing::warn!(
-            target: "audit",
-            event = "token_refused",
-            reason = "revoked",
-            app = claims.app.as_str(),
-            sub = claims.sub.as_str(),
-            kid = claims.kid.as_deref(),
-            peer = %peer,
-            "revoked connect token refused"
-        );
-        return Err(CloseCode::TokenRevoked);
-    }
+pub(crate) fn admit(state: &AppState, claims: &ConnectClaims) -> Result<SessionGuard, CloseCode> {
     state
         .limits
         .admit_session(&claims.app, &claims.ns)
         .map_err(|_| CloseCode::RateLimited)
+}
+
+/// Refuses a revoked connect token. Called once the session is registered: a revocation
+/// stores itself first and then closes the registered sessions, so a session either is
+/// registered before that scan (and closed by it) or checks after the store (and is
+/// refused here). Checking before registering would let one slip between the two.
+pub(crate) fn refuse_revoked(
+    state: &AppState,
+    claims: &RevocationCheck<'_>,
+    peer: ClientAddr,
+) -> Result<(), CloseCode> {
+    if !state
+        .revocations
+        .is_revoked(claims.app, claims.sub, claims.jti, unix_now())
+    {
+        return Ok(());
+    }
+    state.metrics.token_rejected("revoked");
+    tracing::warn!(
+        target: "audit",
+        event = "token_refused",
+        reason = "revoked",
+        app = claims.app.as_str(),
+        sub = claims.sub,
+        kid = claims.kid,
+        peer = %peer,
+        "revoked connect token refused"
+    );
+    Err(CloseCode::TokenRevoked)
+}
+
+/// What a revocation check needs of a connect token.
+pub(crate) struct RevocationCheck<'a> {
+    pub(crate) app: &'a crate::protocol::AppId,
+    pub(crate) sub: &'a str,
+    pub(crate) jti: Option<&'a str>,
+    pub(crate) kid: Option<&'a str>,
 }
 
 pub(crate) fn audit_rejection(

@@ -45,6 +45,12 @@ impl SessionHandle {
         *self.token.lock() = TokenIds { jti, kid };
     }
 
+    /// The current token's `jti` and verifying `kid`.
+    pub fn token_ids(&self) -> (Option<String>, Option<String>) {
+        let t = self.token.lock();
+        (t.jti.clone(), t.kid.clone())
+    }
+
     fn jti_is(&self, jti: &str) -> bool {
         self.token.lock().jti.as_deref() == Some(jti)
     }

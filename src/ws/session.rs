@@ -28,7 +28,8 @@ use crate::protocol::{
 use crate::ws::codec::{self, Inbound};
 use crate::ws::conn::{Conn, RecvError};
 use crate::ws::handshake::{
-    End, admit, audit_rejection, authenticate, codec_close, expiry_instant, finish,
+    End, RevocationCheck, admit, audit_rejection, authenticate, codec_close, expiry_instant,
+    finish, refuse_revoked,
 };
 use crate::ws::registry::{Registered, SessionHandle};
 
@@ -123,7 +124,7 @@ fn enter<'a>(
     claims: ConnectClaims,
     peer: ClientAddr,
 ) -> Result<Entered<'a>, End> {
-    let places = admit(state, &claims, peer).map_err(End::Close)?;
+    let places = admit(state, &claims).map_err(End::Close)?;
     let ConnectClaims {
         app,
         sub,
@@ -137,6 +138,18 @@ fn enter<'a>(
     let registered = state
         .registry
         .register(state.next_session_id(), app, sub, jti, kid, outbox);
+    // Only now, see `refuse_revoked`.
+    {
+        let h = &registered.handle;
+        let ids = h.token_ids();
+        let check = RevocationCheck {
+            app: &h.app,
+            sub: &h.sub,
+            jti: ids.0.as_deref(),
+            kid: ids.1.as_deref(),
+        };
+        refuse_revoked(state, &check, peer).map_err(End::Close)?;
+    }
     // Shutdown closes the sessions it finds in the registry; one registered after it
     // looked closes here.
     if state.shutdown.is_cancelled() {
@@ -575,15 +588,6 @@ impl Session {
                     .await;
             }
         };
-        if self.state.revocations.is_revoked(
-            &claims.app,
-            &claims.sub,
-            claims.jti.as_deref(),
-            unix_now(),
-        ) {
-            self.state.metrics.token_rejected("revoked");
-            return Next::End(End::Close(CloseCode::TokenRevoked));
-        }
         if claims.app != self.handle.app || claims.sub != self.handle.sub || claims.ns != self.ns {
             tracing::warn!(
                 target: "audit",
@@ -615,7 +619,18 @@ impl Session {
         );
         self.expires = expiry_instant(claims.exp, self.state.config.tokens.leeway);
         self.expires_at = claims.exp;
-        self.handle.set_token(claims.jti, claims.kid);
+        self.handle
+            .set_token(claims.jti.clone(), claims.kid.clone());
+        // After the new ids are visible to a revocation's scan (see `refuse_revoked`).
+        let check = RevocationCheck {
+            app: &claims.app,
+            sub: &claims.sub,
+            jti: claims.jti.as_deref(),
+            kid: claims.kid.as_deref(),
+        };
+        if let Err(code) = refuse_revoked(&self.state, &check, self.peer) {
+            return Next::End(End::Close(code));
+        }
         let reply = ServerFrame::Refreshed {
             id,
             expires_at: claims.exp,

@@ -6,5 +6,7 @@
 mod common;
 
 mod channels;
+mod http;
 mod redis_db;
+mod revocation;
 mod tls;
