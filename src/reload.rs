@@ -4,8 +4,10 @@
 //! sees another change.
 //!
 //! Key rotation: add the new key, reload, move the app's minting to it, then remove the
-//! old key and reload again. Sessions whose token was verified by a removed key (or whose
-//! app was removed) are closed with 4001; the others keep running.
+//! old key and reload again. Sessions whose token was verified by a key that was removed
+//! or whose secret was replaced under the same kid (a leaked secret), or whose app was
+//! removed, are closed with 4002: their client fetches a token minted with a current key
+//! and recovers. The others keep running.
 
 use std::sync::Arc;
 
@@ -45,7 +47,7 @@ pub fn reload(state: &AppState) -> Result<Reloaded, ReloadError> {
     state.quotas.reload(&fresh);
     let closed = state
         .registry
-        .close_unkeyed(CloseCode::Unauthorized, |app, kid| auth.has_key(app, kid));
+        .close_unkeyed(CloseCode::TokenExpired, |app, key| auth.still_has(app, key));
     let tls = match &state.tls {
         Some(t) => match t.reload() {
             Ok(()) => true,

@@ -27,6 +27,13 @@ pub(crate) struct Header<'a> {
     pub(crate) typ: Option<&'a str>,
     #[serde(default, borrow)]
     pub(crate) kid: Option<std::borrow::Cow<'a, str>>,
+    /// Whether the header has `crit` at all (whatever its value).
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) crit: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 /// A token split into its parts, base64url-decoded, signature not yet checked.

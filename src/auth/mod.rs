@@ -84,6 +84,12 @@ pub enum TokenError {
     /// `exp - iat` exceeds the kind's maximum lifetime.
     #[error("token lifetime too long")]
     LifetimeTooLong,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// The header has `crit`: it names extensions this relay does not implement.
+    #[error("token header has crit")]
+    CriticalHeader,
 }
 
 impl TokenError {
@@ -103,6 +109,8 @@ impl TokenError {
             TokenError::Expired => "expired",
             TokenError::IssuedInFuture => "issued_in_future",
             TokenError::LifetimeTooLong => "lifetime_too_long",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::CriticalHeader => "critical_header",
         }
     }
 }
@@ -145,6 +153,9 @@ pub struct ConnectClaims {
     pub jti: Option<String>,
     /// The key id that verified it (named by the header, or found by trying each key).
     pub kid: Option<String>,
+    /// A fingerprint of the key that verified it (its id and secret): a reload that removes
+    /// that key or replaces its secret closes the session ([`Authenticator::still_has`]).
+    pub key_fingerprint: u64,
 }
 
 /// A verified publish token.
@@ -185,6 +196,20 @@ impl Default for TokenPolicy {
 struct Key {
     kid: Option<String>,
     mac: HmacSha512,
+    fingerprint: u64,
+}
+
+/// A fingerprint of a key: the first 8 bytes of SHA-256 over a domain label, the key id and
+/// the secret. It identifies a key across reloads; it is never logged or sent.
+fn fingerprint(kid: Option<&str>, secret: &Secret) -> u64 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"sealcast key fingerprint\0");
+    h.update(kid.unwrap_or("").as_bytes());
+    h.update([0]);
+    h.update(secret.expose());
+    let d = h.finalize();
+    u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
 /// Verifies tokens against the configured apps.
@@ -218,12 +243,15 @@ struct RawClaims<'a> {
     exp: Option<i64>,
     #[serde(default, borrow)]
     jti: Option<Cow<'a, str>>,
+    #[serde(default)]
+    nbf: Option<i64>,
 }
 
 /// The verified parts common to both token kinds.
 struct Verified {
     app: AppId,
     kid: Option<String>,
+    fingerprint: u64,
     sub: Option<String>,
     ns: Option<String>,
     iat: i64,
@@ -243,6 +271,7 @@ impl Authenticator {
                 let keys = keys
                     .into_iter()
                     .map(|(kid, secret)| Key {
+                        fingerprint: fingerprint(kid.as_deref(), secret),
                         kid,
                         mac: HmacSha512::new_from_slice(secret.expose())
                             .expect("HMAC takes any key length"),
@@ -254,12 +283,12 @@ impl Authenticator {
         Authenticator { apps, policy }
     }
 
-    /// Whether `app` has a key `kid` (for a token verified without a kid: whether the app
-    /// still exists and `kid` is `None`).
-    pub fn has_key(&self, app: &AppId, kid: Option<&str>) -> bool {
+    /// Whether `app` still has the key with this fingerprint: the same id and the same
+    /// secret. False once the key was removed or its secret replaced.
+    pub fn still_has(&self, app: &AppId, key_fingerprint: u64) -> bool {
         self.apps
             .get(app)
-            .is_some_and(|keys| kid.is_none() || keys.iter().any(|k| k.kid.as_deref() == kid))
+            .is_some_and(|keys| keys.iter().any(|k| k.fingerprint == key_fingerprint))
     }
 
     /// Verifies a connect token at unix time `now`.
@@ -289,6 +318,7 @@ impl Authenticator {
             exp: v.exp,
             jti: v.jti,
             kid: v.kid,
+            key_fingerprint: v.fingerprint,
         })
     }
 
@@ -321,6 +351,11 @@ impl Authenticator {
         if header.typ.is_some_and(|t| t != "JWT") {
             return Err(TokenError::BadType.into());
         }
+        // RFC 7515 4.1.11: a recipient that does not understand a critical extension must
+        // refuse the token; this relay implements none.
+        if header.crit {
+            return Err(TokenError::CriticalHeader.into());
+        }
         let claims: RawClaims<'_> =
             serde_json::from_slice(&parsed.claims_json).map_err(|_| TokenError::Malformed)?;
         let iss = claims
@@ -338,30 +373,28 @@ impl Authenticator {
         };
         let kid = header.kid.map(Cow::into_owned);
         let mut matched_kid = None;
-        let good = match &kid {
+        let verified_by = match &kid {
             Some(k) => {
                 let key = keys
                     .iter()
                     .find(|key| key.kid.as_deref() == Some(k.as_str()))
                     .ok_or_else(|| reject(TokenError::UnknownKey, None))?;
                 jwt::mac_matches(&key.mac, parsed.signing_input, &parsed.signature)
+                    .then_some(key.fingerprint)
             }
             // Without a kid every active key is tried; each comparison is constant-time.
-            None => match keys
+            None => keys
                 .iter()
                 .find(|key| jwt::mac_matches(&key.mac, parsed.signing_input, &parsed.signature))
-            {
-                Some(key) => {
+                .map(|key| {
                     // Remember which key verified it, for key removal on reload.
                     matched_kid = key.kid.clone();
-                    true
-                }
-                None => false,
-            },
+                    key.fingerprint
+                }),
         };
-        if !good {
+        let Some(fingerprint) = verified_by else {
             return Err(reject(TokenError::BadSignature, kid));
-        }
+        };
         let kid = kid.or(matched_kid);
         let fail = |reason| reject(reason, kid.clone());
         match claims.aud.as_deref() {
@@ -393,6 +426,12 @@ impl Authenticator {
             return Err(fail(TokenError::IssuedInFuture));
         }
         if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+        {
+            return Err(fail(TokenError::NotYetValid));
+        }
+        if claims
             .jti
             .as_ref()
             .is_some_and(|j| j.is_empty() || j.len() > 128)
@@ -402,6 +441,7 @@ impl Authenticator {
         Ok(Verified {
             app: app.clone(),
             kid,
+            fingerprint,
             sub: claims.sub.map(Cow::into_owned),
             ns: claims.ns.map(Cow::into_owned),
             iat,

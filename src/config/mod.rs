@@ -506,8 +506,11 @@ fn redis_url(
     b: &BrokerConfig,
     env: &impl Fn(&str) -> Option<std::ffi::OsString>,
 ) -> Result<Option<Secret>, ConfigError> {
+    let given = usize::from(b.redis_url.is_some())
+        + usize::from(b.redis_url_env.is_some())
+        + usize::from(b.redis_url_file.is_some());
     if b.kind != BrokerKind::Redis {
-        if b.redis_url.is_some() || b.redis_url_env.is_some() {
+        if given > 0 {
             return Err(invalid(
                 "broker.kind",
                 "a Redis URL is given but kind is not \"redis\"",
@@ -515,19 +518,33 @@ fn redis_url(
         }
         return Ok(None);
     }
-    let url = match (&b.redis_url, &b.redis_url_env) {
-        (Some(url), None) => {
-            let authority = url.split_once("://").map_or("", |(_, r)| r);
-            let authority = authority.split('/').next().unwrap_or("");
-            if authority.contains('@') {
-                return Err(invalid(
-                    "broker.redis_url",
-                    "a URL with credentials must come from redis_url_env (secrets only from the environment or files)",
-                ));
-            }
-            url.clone()
+    if given != 1 {
+        return Err(invalid(
+            "broker",
+            "kind \"redis\" needs exactly one of redis_url, redis_url_file or redis_url_env",
+        ));
+    }
+    let url = if let Some(url) = &b.redis_url {
+        let authority = url.split_once("://").map_or("", |(_, r)| r);
+        let authority = authority.split('/').next().unwrap_or("");
+        if authority.contains('@') {
+            return Err(invalid(
+                "broker.redis_url",
+                "a URL with credentials must come from redis_url_file or redis_url_env (secrets only from files or the environment)",
+            ));
         }
-        (None, Some(var)) => env(var)
+        url.clone()
+    } else if let Some(path) = &b.redis_url_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            invalid(
+                "broker.redis_url_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        text.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        let var = b.redis_url_env.as_deref().unwrap_or_default();
+        env(var)
             .ok_or_else(|| {
                 invalid(
                     "broker.redis_url_env",
@@ -535,13 +552,7 @@ fn redis_url(
                 )
             })?
             .to_string_lossy()
-            .into_owned(),
-        _ => {
-            return Err(invalid(
-                "broker",
-                "kind \"redis\" needs exactly one of redis_url or redis_url_env",
-            ));
-        }
+            .into_owned()
     };
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
         return Err(invalid(

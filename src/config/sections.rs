@@ -242,8 +242,12 @@ pub struct BrokerConfig {
     pub kind: BrokerKind,
     /// Redis URL without credentials (`redis://host:6379/0`, `rediss://` for TLS).
     pub redis_url: Option<String>,
-    /// Environment variable holding the Redis URL (the way to give one with a password).
+    /// Environment variable holding the Redis URL (a URL with a password may come from
+    /// here, but it then stays readable in `/proc/<pid>/environ`: prefer `redis_url_file`).
     pub redis_url_env: Option<String>,
+    /// File holding the Redis URL (the preferred way to give one with a password: a mounted
+    /// secret, readable by the relay's user only).
+    pub redis_url_file: Option<PathBuf>,
     /// Prefix of every Redis key and pub/sub channel of this relay cluster.
     pub prefix: String,
 }
@@ -254,6 +258,7 @@ impl Default for BrokerConfig {
             kind: BrokerKind::Memory,
             redis_url: None,
             redis_url_env: None,
+            redis_url_file: None,
             prefix: "sealcast".into(),
         }
     }

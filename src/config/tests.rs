@@ -70,13 +70,21 @@ fn refusals_name_the_key() {
     for (broker, needle) in [
         (
             "kind = \"redis\"\n",
-            "exactly one of redis_url or redis_url_env",
+            "exactly one of redis_url, redis_url_file or redis_url_env",
         ),
         (
             "kind = \"redis\"\nredis_url = \"redis://user:pw@10.0.0.5:6379\"\n",
             "redis_url_env",
         ),
         ("kind = \"redis\"\nredis_url_env = \"UNSET\"\n", "UNSET"),
+        (
+            "kind = \"redis\"\nredis_url_file = \"/nonexistent/sealcast-url\"\n",
+            "broker.redis_url_file",
+        ),
+        (
+            "kind = \"redis\"\nredis_url_env = \"X\"\nredis_url_file = \"/x\"\n",
+            "exactly one of",
+        ),
         ("kind = \"redis\"\nredis_url = \"http://x\"\n", "redis://"),
         ("redis_url = \"redis://127.0.0.1\"\n", "broker.kind"),
         (
@@ -200,4 +208,27 @@ secret_env = "ACME_KEY_1"
         "{}",
         err(&zero)
     );
+}
+
+#[test]
+fn a_redis_url_with_a_password_comes_from_a_file() {
+    let dir = std::env::temp_dir().join(format!("sealcast-cfg-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("redis-url");
+    std::fs::write(&file, "redis://:hunter2-secret@127.0.0.1:6379/3\n").unwrap();
+    let c = Config::parse(
+        &format!(
+            "{GOOD}[broker]\nkind = \"redis\"\nredis_url_file = \"{}\"\n",
+            file.display()
+        ),
+        env,
+    )
+    .unwrap();
+    assert_eq!(
+        c.redis_url.as_ref().unwrap().expose(),
+        b"redis://:hunter2-secret@127.0.0.1:6379/3",
+        "trailing newline trimmed"
+    );
+    assert!(!format!("{c:?}").contains("hunter2"));
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -111,7 +111,10 @@ mod tests {
             "duplicates left for the item parse"
         );
         let many = format!("{{\"publications\":[{}0]}}", "0,".repeat(100_000));
-        assert_eq!(parse(many.as_bytes(), 1000).err(), Some(BatchError::TooMany));
+        assert_eq!(
+            parse(many.as_bytes(), 1000).err(),
+            Some(BatchError::TooMany)
+        );
         assert!(parse(&many.as_bytes()[..50], 1000).is_err());
         for bad in [
             &br#"{"publications":[],"publications":[]}"#[..],

@@ -88,13 +88,12 @@ impl TrustedProxies {
         if self.0.is_empty() || !self.trusts(tcp.ip()) {
             return direct;
         }
-        // Every X-Forwarded-For line, in order, as one list (RFC 9110 5.3).
-        let mut hops = Vec::new();
+        // Every X-Forwarded-For line, in order, as one list (RFC 9110 5.3), split on raw
+        // bytes: a non-ASCII byte spoils only the element it is in (which then ends the
+        // walk from the right, as any other garbage does), never the whole header.
+        let mut hops: Vec<&[u8]> = Vec::new();
         for line in headers.get_all(FORWARDED_FOR) {
-            let Ok(line) = line.to_str() else {
-                return direct;
-            };
-            hops.extend(line.split(','));
+            hops.extend(line.as_bytes().split(|&b| b == b','));
         }
         let mut client = None;
         for hop in hops.iter().rev() {
@@ -113,8 +112,8 @@ impl TrustedProxies {
 
 /// One entry of `X-Forwarded-For`: an address, optionally with a port (`1.2.3.4:5678`,
 /// `[::1]:5678`), as some proxies write it.
-fn parse_hop(hop: &str) -> Option<IpAddr> {
-    let hop = hop.trim();
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop).ok()?.trim();
     hop.parse::<IpAddr>()
         .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
         .ok()
@@ -243,6 +242,22 @@ mod tests {
         h.insert(
             FORWARDED_FOR,
             HeaderValue::from_bytes(b"198.51.100.4\xff").unwrap(),
+        );
+        assert_eq!(p.client(from, &h), ClientAddr::direct(from));
+        // A non-ASCII byte spoils only its own element: walked from the right, the client
+        // is still found when the byte is to its left, and garbage on the right ends the
+        // walk at the proxy, as ASCII garbage does.
+        h.insert(
+            FORWARDED_FOR,
+            HeaderValue::from_bytes("caf\u{e9}, 198.51.100.4".as_bytes()).unwrap(),
+        );
+        assert_eq!(
+            p.client(from, &h).ip(),
+            "198.51.100.4".parse::<IpAddr>().unwrap()
+        );
+        h.insert(
+            FORWARDED_FOR,
+            HeaderValue::from_bytes(b"198.51.100.4, 10.0.0.9\xff").unwrap(),
         );
         assert_eq!(p.client(from, &h), ClientAddr::direct(from));
     }

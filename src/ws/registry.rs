@@ -28,10 +28,15 @@ pub struct SessionHandle {
     pub outbox: Arc<Outbox>,
 }
 
+/// What the registry keeps of a session's current token.
 #[derive(Debug, Clone)]
-struct TokenIds {
-    jti: Option<String>,
-    kid: Option<String>,
+pub struct TokenIds {
+    /// `jti`, for revocation by token id.
+    pub jti: Option<String>,
+    /// The verifying key's id.
+    pub kid: Option<String>,
+    /// Fingerprint of the key that verified the token, for reloads.
+    pub key: u64,
 }
 
 impl SessionHandle {
@@ -40,9 +45,10 @@ impl SessionHandle {
         self.outbox.request_close(code);
     }
 
-    /// Records the current token's `jti` and verifying `kid` (after a refresh).
-    pub fn set_token(&self, jti: Option<String>, kid: Option<String>) {
-        *self.token.lock() = TokenIds { jti, kid };
+    /// Records the current token's `jti`, verifying `kid` and key fingerprint (after a
+    /// refresh).
+    pub fn set_token(&self, jti: Option<String>, kid: Option<String>, key: u64) {
+        *self.token.lock() = TokenIds { jti, kid, key };
     }
 
     /// The current token's `jti` and verifying `kid`.
@@ -55,8 +61,8 @@ impl SessionHandle {
         self.token.lock().jti.as_deref() == Some(jti)
     }
 
-    fn kid(&self) -> Option<String> {
-        self.token.lock().kid.clone()
+    fn key(&self) -> u64 {
+        self.token.lock().key
     }
 }
 
@@ -95,14 +101,13 @@ impl Registry {
         id: SessionId,
         app: AppId,
         sub: String,
-        jti: Option<String>,
-        kid: Option<String>,
+        token: TokenIds,
         outbox: Arc<Outbox>,
     ) -> Registered<'_> {
         let handle = Arc::new(SessionHandle {
             app,
             sub,
-            token: Mutex::new(TokenIds { jti, kid }),
+            token: Mutex::new(token),
             outbox,
         });
         self.sessions.insert(id, Arc::clone(&handle));
@@ -152,12 +157,13 @@ impl Registry {
         self.close_where(code, |s| &s.app == app && s.jti_is(jti))
     }
 
-    /// Closes the sessions whose token was verified by a key that `still_valid` refuses.
+    /// Closes the sessions whose token was verified by a key (by fingerprint) that
+    /// `still_valid` refuses.
     pub fn close_unkeyed(
         &self,
         code: CloseCode,
-        still_valid: impl Fn(&AppId, Option<&str>) -> bool,
+        still_valid: impl Fn(&AppId, u64) -> bool,
     ) -> usize {
-        self.close_where(code, |s| !still_valid(&s.app, s.kid().as_deref()))
+        self.close_where(code, |s| !still_valid(&s.app, s.key()))
     }
 }

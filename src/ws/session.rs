@@ -31,7 +31,7 @@ use crate::ws::handshake::{
     End, RevocationCheck, admit, audit_rejection, authenticate, codec_close, expiry_instant,
     finish, refuse_revoked,
 };
-use crate::ws::registry::{Registered, SessionHandle};
+use crate::ws::registry::{Registered, SessionHandle, TokenIds};
 
 /// Starts the session of an upgraded connection in a task of its own. The socket is
 /// taken back out of hyper's boxed IO when its type is known (plain TCP or TLS), so the
@@ -132,12 +132,21 @@ fn enter<'a>(
         exp,
         jti,
         kid,
+        key_fingerprint,
         ..
     } = claims;
     let outbox = Arc::new(Outbox::new(state.config.outbox()));
-    let registered = state
-        .registry
-        .register(state.next_session_id(), app, sub, jti, kid, outbox);
+    let registered = state.registry.register(
+        state.next_session_id(),
+        app,
+        sub,
+        TokenIds {
+            jti,
+            kid,
+            key: key_fingerprint,
+        },
+        outbox,
+    );
     // Only now, see `refuse_revoked`.
     {
         let h = &registered.handle;
@@ -619,8 +628,11 @@ impl Session {
         );
         self.expires = expiry_instant(claims.exp, self.state.config.tokens.leeway);
         self.expires_at = claims.exp;
-        self.handle
-            .set_token(claims.jti.clone(), claims.kid.clone());
+        self.handle.set_token(
+            claims.jti.clone(),
+            claims.kid.clone(),
+            claims.key_fingerprint,
+        );
         // After the new ids are visible to a revocation's scan (see `refuse_revoked`).
         let check = RevocationCheck {
             app: &claims.app,

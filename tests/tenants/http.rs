@@ -153,3 +153,31 @@ async fn http_refusals_are_audited_with_the_peer_address() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_ascii_forwarded_element_does_not_hide_the_client_behind_the_proxy() {
+    let (p, _) = serve("http-xff", "[http]\ntrusted_proxies = [\"127.0.0.1\"]\n");
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    let mut req = b"POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n\
+        Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\
+        X-Forwarded-For: caf"
+        .to_vec();
+    req.extend_from_slice(b"\xc3\xa9, 203.0.113.9\r\n\r\n{}");
+    s.write_all(&req).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 401"));
+    let stderr = p.stderr.clone();
+    eventually("the refusal is audited under the forwarded client", || {
+        let log = stderr.lock().unwrap().clone();
+        async move {
+            log.lines().any(|l| {
+                l.contains("token_refused") && l.contains("peer=203.0.113.9 via 127.0.0.1:")
+            })
+        }
+    })
+    .await;
+}

@@ -6,7 +6,9 @@
 mod common;
 
 mod channels;
+mod history;
 mod http;
+mod keys;
 mod redis_db;
 mod revocation;
 mod tls;

@@ -11,12 +11,22 @@ use crate::common::proc::{Proc, serve};
 use crate::common::redis::RedisServer;
 use crate::common::*;
 
+/// A relay on database `db`, its Redis URL given in a file (the way for one with a
+/// password).
 fn node(redis: &RedisServer, name: &str, db: u8) -> Proc {
+    let dir = crate::common::proc::temp_dir(&format!("{name}-url"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url_file = dir.join("redis-url");
+    std::fs::write(
+        &url_file,
+        format!("redis://127.0.0.1:{}/{db}\n", redis.port),
+    )
+    .unwrap();
     let (p, _) = serve(
         name,
         &format!(
-            "[broker]\nkind = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/{db}\"\n",
-            redis.port
+            "[broker]\nkind = \"redis\"\nredis_url_file = \"{}\"\n",
+            url_file.display()
         ),
     );
     p

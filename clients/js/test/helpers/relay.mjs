@@ -29,9 +29,11 @@ export async function freePort() {
  * Starts `sealcast serve` with a fresh config; resolves once it prints its listening line.
  * Returns { http, ws, stop, stderr() }.
  */
-export async function startRelay({ listen = "127.0.0.1:0", leeway = "30s", historyTtl = "120s", idle = "60s", extra = "", timeoutMs = 15000 } = {}) {
+export async function startRelay({ listen = "127.0.0.1:0", leeway = "30s", historyTtl = "120s", idle = "60s", extra = "", secretFile = null, timeoutMs = 15000 } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "sealcast-test-"));
   const cfg = join(dir, "sealcast.toml");
+  // With `secretFile`, k1's secret is read from that file (so a reload can replace it).
+  const secretSource = secretFile ? `secret_file = ${JSON.stringify(secretFile)}` : `secret_env = "SEALCAST_TEST_ACME_KEY_1"`;
   writeFileSync(
     cfg,
     `listen = "${listen}"
@@ -48,7 +50,7 @@ leeway = "${leeway}"
 id = "${APP}"
 [[apps.keys]]
 kid = "${KID}"
-secret_env = "SEALCAST_TEST_ACME_KEY_1"
+${secretSource}
 ${extra}`,
   );
   const child = spawn(RELAY_BIN, ["serve", "--config", cfg], {
