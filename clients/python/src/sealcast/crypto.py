@@ -102,8 +102,10 @@ def encrypt(channel: str, event: str, payload: Any, key: KeyInput, *, nonce: Opt
 
 
 def _ring(keys: KeyRing) -> Sequence[KeyInput]:
-    if isinstance(keys, (str, bytes, bytearray, memoryview)):
+    if isinstance(keys, str):
         return [keys]
+    if isinstance(keys, (bytes, bytearray, memoryview)):
+        return [bytes(keys)]
     return list(keys)
 
 

@@ -77,7 +77,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: Optional[float] = None) -> float:
         """The wait before retry number ``attempt + 1``."""
-        window = min(self.max_seconds, self.base_seconds * 2 ** min(attempt, 62))
+        window = min(self.max_seconds, self.base_seconds * 2.0 ** min(attempt, 62))
         d = self.random() * window
         if retry_after is not None:
             d = max(d, min(retry_after, self.max_seconds))

@@ -255,7 +255,7 @@ def _opt_i64(obj: Mapping[str, Any], key: str) -> Optional[int]:
         return None
     if isinstance(v, bool) or not isinstance(v, int) or not _I64_MIN <= v <= _I64_MAX:
         raise _Malformed
-    return v
+    return int(v)
 
 
 def verify_token(token: str, *, apps: Mapping[str, Mapping[str, Secret]], aud: str,
