@@ -124,7 +124,7 @@ def test_revoke_closes_the_users_sessions_with_4003_and_refuses_their_tokens(rel
     assert close_code(ws) == 4003
     again = session(relay, sockets, sub=user)
     assert close_code(again) == 4003
-    bystander.ping().wait(timeout=5)  # still open
+    assert bystander.ping().wait(timeout=5), "another user's session stays open"
     with pytest.raises(SealcastHttpError) as e:  # a namespace-limited token cannot revoke
         sealcast.revoke(url=relay.http, token=publisher(relay).token(), sub=user)
     assert (e.value.status, e.value.code) == (403, "forbidden")
@@ -149,27 +149,33 @@ def test_http_errors_map_to_status_and_code_without_retrying(relay: Relay) -> No
 
 
 @pytest.mark.parametrize(
-    "claims, reason",
+    "claims, reason, mint",
     [
-        ({"exp": 86_401}, "lifetime_too_long"),  # exp relative to iat here
-        ({"ns": "a b"}, "invalid_claim ns"),
-        ({"sub": "s" * 129}, "invalid_claim sub"),
-        ({"jti": "j" * 129}, "invalid_claim jti"),
-        ({"aud": "publish"}, "wrong_audience"),
+        ({"exp": 86_401}, "lifetime_too_long", {"ttl_seconds": 86_401}),  # exp relative to iat here
+        ({"ns": "a b"}, "invalid_claim ns", {"ns": "a b"}),
+        ({"sub": "s" * 129}, "invalid_claim sub", {"sub": "s" * 129}),
+        ({"jti": "j" * 129}, "invalid_claim jti", {"jti": "j" * 129}),
+        ({"aud": "publish"}, "wrong_audience", None),
     ],
 )
-def test_what_minting_refuses_the_relay_refuses_too(relay: Relay, sockets: contextlib.ExitStack, claims: Dict[str, Any],
-                                                     reason: str) -> None:
+def test_what_minting_refuses_the_relay_refuses_too(relay: Relay, sockets: contextlib.ExitStack,
+                                                     claims: Dict[str, Any], reason: str,
+                                                     mint: Optional[Dict[str, Any]]) -> None:
     iat = int(time.time()) - 1
     base = {"iss": APP, "sub": "u", "ns": NS, "aud": "connect", "iat": iat, "exp": iat + 600}
     if "exp" in claims:
         claims = {"exp": iat + claims["exp"]}
-    token = sealcast.sign_token({**base, **claims}, SECRET, KID)
+    token = sealcast.sign_token({**base, **claims}, SECRET, KID)  # signs without checking
     with pytest.raises(sealcast.TokenError) as e:
         sealcast.verify_token(token, apps={APP: {KID: SECRET}}, aud="connect")
     assert e.value.reason + (f" {e.value.claim}" if e.value.claim else "") == reason
+    if mint is not None:
+        args: Dict[str, Any] = dict(app=APP, kid=KID, secret=SECRET, ns=NS, sub="u", ttl_seconds=600)
+        with pytest.raises(sealcast.TokenError) as m:
+            sealcast.mint_connect_token(**{**args, **mint})
+        assert (m.value.reason, m.value.claim) == (e.value.reason, e.value.claim)
     ws = session(relay, sockets, token=token)
-    assert close_code(ws) == 4001
+    assert close_code(ws) == 4001, "the relay refuses it too"
 
 
 def test_429_carries_retry_after_and_the_publisher_waits_it_out(sockets: contextlib.ExitStack) -> None:

@@ -127,6 +127,10 @@ def test_short_secrets_and_non_int_lifetimes_are_refused() -> None:
         mint_publish_token(app="acme", secret=SECRET, ttl_seconds=1.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="int"):
         mint_publish_token(app="acme", secret=SECRET, ttl_seconds=True)
+    with pytest.raises(TypeError, match="app must be a str"):
+        mint_publish_token(app=None, secret=SECRET, ttl_seconds=60)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lone surrogate"):
+        connect(sub="\ud800")
 
 
 def reason_of(token: str, aud: str = "connect", **kw: Any) -> str:

@@ -85,7 +85,10 @@ def _b64url(b: bytes) -> str:
 
 
 def _compact(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("sealcast: token text must be valid Unicode (a lone surrogate is not)") from None
 
 
 def sign_token(claims: Mapping[str, Any], secret: Secret, kid: Optional[str] = None) -> str:
@@ -108,6 +111,11 @@ def _utf8_len(s: str) -> int:
 
 def _check_common(app: str, kid: Optional[str], ttl_seconds: int, max_lifetime: int, kind: str,
                   jti: Optional[str], iat: Optional[int]) -> int:
+    if not isinstance(app, str):
+        raise TypeError("sealcast: app must be a str")
+    for name, value in (("kid", kid), ("jti", jti)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"sealcast: {name} must be a str")
     problem = app_id_problem(app)
     if problem:
         raise TokenError("unknown_app", detail=f"{problem}: the relay knows no such app")
