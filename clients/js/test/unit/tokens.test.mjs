@@ -98,3 +98,12 @@ test(
     }
   },
 );
+
+test("interop: python.json (made by the Python SDK, clients/python) verifies and decrypts", async () => {
+  const fx = checkInterop(fileURLToPath(new URL("../../../../tests/fixtures/interop/python.json", import.meta.url)));
+  assert.ok(fx.ciphertexts.length >= 1);
+  for (const c of fx.ciphertexts) {
+    assert.equal(await decryptText(c.channel, c.event, c.data, fx.payload_key), c.plaintext);
+    await assert.rejects(decryptText(c.channel + "x", c.event, c.data, fx.payload_key));
+  }
+});
