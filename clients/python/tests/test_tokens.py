@@ -286,5 +286,25 @@ def test_reasons_are_the_relays_labels() -> None:
     assert set(sealcast.REASONS) == {
         "too_large", "malformed", "unsupported_algorithm", "bad_type", "unknown_app", "unknown_key",
         "bad_signature", "missing_claim", "invalid_claim", "wrong_audience", "expired",
-        "issued_in_future", "lifetime_too_long",
+        "issued_in_future", "lifetime_too_long", "not_yet_valid", "critical_header",
     }
+
+
+def test_crit_is_refused_and_nbf_is_honoured_with_the_leeway() -> None:
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    def signed(header: bytes, claims: Dict[str, Any]) -> str:
+        signing_input = f"{b64(header)}.{b64(json.dumps(claims, separators=(',', ':')).encode())}"
+        mac = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha512).digest()
+        return f"{signing_input}.{b64(mac)}"
+
+    claims: Dict[str, Any] = {"iss": "acme", "sub": "u", "ns": "n", "aud": "connect", "iat": IAT, "exp": IAT + 600}
+    crit = b'{"alg":"HS512","typ":"JWT","kid":"k1","crit":["exp"]}'
+    assert reason_of(signed(crit, claims)) == "critical_header"
+    for nbf, refused in ((NOW + 60, True), (NOW + 25, False), (NOW - 60, False)):
+        token = signed(HS512, {**claims, "nbf": nbf})
+        if refused:
+            assert reason_of(token) == "not_yet_valid"
+        else:
+            assert verify_token(token, apps=APPS, aud="connect", now=NOW)

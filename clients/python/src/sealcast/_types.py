@@ -29,7 +29,9 @@ class BatchItemError(TypedDict):
 BatchItemResult = Union[PublishResult, BatchItemError]
 
 
-class RevokeResult(TypedDict):
-    """``{"closed": N}``: live sessions closed with 4003."""
+class RevokeResult(TypedDict, total=False):
+    """``{"closed": N, "until": T}``: this relay node's live sessions closed with 4003, and
+    until when the revocation holds (a ``jti``'s is capped at a connect token's lifetime)."""
 
     closed: int
+    until: int

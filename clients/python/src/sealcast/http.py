@@ -267,4 +267,8 @@ def revoke(*, url: str, token: TokenSource, sub: Optional[str] = None, jti: Opti
     closed = out.body.get("closed") if isinstance(out.body, dict) else None
     if not isinstance(closed, int):
         raise SealcastHttpError(out.status, "bad_response", "expected {closed}")
-    return {"closed": closed}
+    result: RevokeResult = {"closed": closed}
+    until = out.body.get("until")
+    if isinstance(until, int) and not isinstance(until, bool):
+        result["until"] = until
+    return result

@@ -50,6 +50,8 @@ REASONS: Dict[str, str] = {
     "expired": "token expired",
     "issued_in_future": "token issued in the future",
     "lifetime_too_long": "token lifetime too long",
+    "not_yet_valid": "token not yet valid",
+    "critical_header": "token header has crit",
 }
 
 
@@ -197,8 +199,8 @@ class VerifiedToken:
     claims: Dict[str, Any] = field(repr=False)
 
 
-_HEADER_FIELDS = ("alg", "typ", "kid")
-_CLAIM_FIELDS = ("iss", "sub", "ns", "aud", "iat", "exp", "jti")
+_HEADER_FIELDS = ("alg", "typ", "kid", "crit")
+_CLAIM_FIELDS = ("iss", "sub", "ns", "aud", "iat", "exp", "jti", "nbf")
 
 
 class _Malformed(Exception):
@@ -305,10 +307,14 @@ def verify_token(token: str, *, apps: Mapping[str, Mapping[str, Secret]], aud: s
         raise TokenError("unsupported_algorithm", detail="alg must be HS512")
     if typ is not None and typ != "JWT":
         raise TokenError("bad_type", detail="typ must be JWT")
+    if "crit" in header:
+        # RFC 7515 4.1.11: the relay implements no critical extension, so it refuses any.
+        raise TokenError("critical_header", detail="the relay implements no crit extension")
     try:
         claims = _object(claims_raw, _CLAIM_FIELDS)
         iss, sub, ns, aud_claim, jti = (_opt_str(claims, k) for k in ("iss", "sub", "ns", "aud", "jti"))
         iat, exp = _opt_i64(claims, "iat"), _opt_i64(claims, "exp")
+        nbf = _opt_i64(claims, "nbf")
     except _Malformed:
         raise TokenError("malformed", detail="claims are not a JSON object of the right types") from None
     if iss is None:
@@ -348,6 +354,8 @@ def verify_token(token: str, *, apps: Mapping[str, Mapping[str, Secret]], aud: s
         raise TokenError("expired")
     if iat > when + leeway:
         raise TokenError("issued_in_future")
+    if nbf is not None and nbf > when + leeway:
+        raise TokenError("not_yet_valid")
     if jti is not None and not 1 <= _utf8_len(jti) <= MAX_JTI_BYTES:
         raise TokenError("invalid_claim", "jti", f"jti must be 1 to {MAX_JTI_BYTES} bytes")
     if aud == "connect":
