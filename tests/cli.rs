@@ -613,3 +613,33 @@ fn the_file_limit_warning_is_only_for_an_explicit_max_connections() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn every_token_flag_has_help_text() {
+    for (kind, flags) in [
+        (
+            "connect",
+            &["--app", "--ns", "--sub", "--kid", "--jti", "--ttl"][..],
+        ),
+        ("publish", &["--app", "--ns", "--kid", "--ttl"][..]),
+        ("verify", &["--app", "--kid", "--aud", "--secret-env"][..]),
+    ] {
+        let help = ok_stdout(&run(&["token", kind, "--help"], &[]));
+        let lines: Vec<&str> = help.lines().collect();
+        for flag in flags {
+            let at = lines
+                .iter()
+                .position(|l| l.trim_start().starts_with(flag))
+                .unwrap_or_else(|| panic!("{kind} {flag} not in:\n{help}"));
+            // The flag, its value name, then words (or, in clap's long layout, the words
+            // on the next line).
+            let mut words = lines[at].split_whitespace().skip(2).count();
+            if words == 0 {
+                words = lines
+                    .get(at + 1)
+                    .map_or(0, |l| l.split_whitespace().count());
+            }
+            assert!(words >= 3, "{kind} {flag} has no help text:\n{help}");
+        }
+    }
+}
