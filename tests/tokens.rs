@@ -296,6 +296,21 @@ async fn dev_mode_names_the_refusal_reason_and_production_does_not() {
             let said = String::from_utf8_lossy(&payload[2..]).into_owned();
             assert_eq!(said, if dev { reason } else { "unauthorized" });
         }
+        // A refused refresh says why in dev mode too.
+        let mut c = relay.client().await;
+        let e = c
+            .request(json!({"type":"refresh","token":forged}))
+            .await
+            .unwrap();
+        assert_eq!(e["code"], "unauthorized");
+        if dev {
+            assert_eq!(
+                e["message"],
+                "refresh token refused: bad signature (dev mode)"
+            );
+        } else {
+            assert_eq!(e["message"], "refresh token refused");
+        }
         let ch = channel("g");
         let a = relay
             .publisher()
