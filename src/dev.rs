@@ -49,7 +49,9 @@ pub fn config(listen: SocketAddr) -> (Config, DevSecrets) {
         app_secret,
         payload_key: payload::generate_key(),
     };
-    (Config::with_apps(listen, vec![app]), secrets)
+    let mut config = Config::with_apps(listen, vec![app]);
+    config.dev = true;
+    (config, secrets)
 }
 
 /// The banner printed once the dev relay listens.

@@ -1,14 +1,17 @@
 //! The `sealcast` command: parse the CLI, load config, init telemetry, run.
 
+mod cli;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use clap::{Args, Parser, Subcommand};
-use sealcast::auth::{MintClaims, unix_now};
+use sealcast::auth::{MintClaims, TokenPolicy, unix_now};
 use sealcast::config::{Config, MIN_SECRET_BYTES};
 use sealcast::{Server, dev, payload, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
@@ -36,8 +39,13 @@ enum Command {
         dev: bool,
     },
     /// Print a fresh app secret and a fresh payload key.
-    Keygen,
-    /// Mint a token for operators and scripts.
+    Keygen {
+        /// Output format: text for a person, env for `NAME=value` lines
+        /// (SEALCAST_APP_SECRET, SEALCAST_PAYLOAD_KEY), json for one object.
+        #[arg(long, value_enum, default_value = "text")]
+        format: cli::KeyFormat,
+    },
+    /// Mint a token for operators and scripts, or check one.
     Token {
         #[command(subcommand)]
         kind: TokenKind,
@@ -96,17 +104,23 @@ struct SecretSource {
 enum TokenKind {
     /// A connect token for one user and namespace.
     Connect {
+        /// App id (the token's `iss`; an `[[apps]] id` of the relay).
         #[arg(long)]
         app: String,
+        /// The one namespace the token grants, e.g. site/1/dashboard/7 (printable ASCII,
+        /// no space, no '#'; channels are `<ns>#<topic>`).
         #[arg(long)]
         ns: String,
+        /// The user's account id, 1 to 128 bytes (for audit and revocation by sub).
         #[arg(long)]
         sub: String,
-        /// Lifetime, e.g. 1h (at most 24h).
+        /// Lifetime, e.g. 1h (at most 24h, tokens.max_connect_lifetime).
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// Key id of the secret (`[[apps.keys]] kid`), put in the token's header.
         #[arg(long)]
         kid: Option<String>,
+        /// Token id, 1 to 128 bytes, for revoking this one token (`POST /v1/revoke`).
         #[arg(long)]
         jti: Option<String>,
         #[command(flatten)]
@@ -114,19 +128,25 @@ enum TokenKind {
     },
     /// A publish token.
     Publish {
+        /// App id (the token's `iss`; an `[[apps]] id` of the relay).
         #[arg(long)]
         app: String,
-        /// Limit the token to one namespace.
+        /// Limit the token to channels of this one namespace (without it, the token
+        /// publishes to every channel of the app and may revoke).
         #[arg(long)]
         ns: Option<String>,
-        /// Lifetime, e.g. 60s (at most 300s).
+        /// Lifetime, e.g. 60s (at most 300s, tokens.max_publish_lifetime).
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// Key id of the secret (`[[apps.keys]] kid`), put in the token's header.
         #[arg(long)]
         kid: Option<String>,
         #[command(flatten)]
         secret: SecretSource,
     },
+    /// Check a token as the relay would: print its claims, or exit non-zero naming the
+    /// exact reason it would be refused.
+    Verify(cli::verify::VerifyArgs),
 }
 
 fn read_source(env: &Option<String>, file: &Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
@@ -175,6 +195,15 @@ fn ttl_secs(d: Duration) -> anyhow::Result<i64> {
     Ok(s)
 }
 
+/// Signs claims that pass the relay's rules (at their protocol maxima); claims it would
+/// refuse are an error here, naming the rule, rather than a 401 later.
+fn mint(claims: MintClaims, kid: Option<&str>, secret: &SecretSource) -> anyhow::Result<String> {
+    claims
+        .check(kid, &TokenPolicy::default())
+        .context("this token would be refused by the relay")?;
+    Ok(claims.sign(kid, &app_secret(secret)?))
+}
+
 async fn serve(config: Option<PathBuf>, dev_mode: bool) -> anyhow::Result<()> {
     let (config, dev_secrets) = if dev_mode {
         let listen: SocketAddr = match std::env::var("SEALCAST_LISTEN") {
@@ -194,7 +223,10 @@ async fn serve(config: Option<PathBuf>, dev_mode: bool) -> anyhow::Result<()> {
         )
     };
     telemetry::init(config.log_format);
-    raise_file_limit(config.limits.max_connections);
+    raise_file_limit(
+        config.limits.max_connections,
+        config.limits.max_connections_explicit,
+    );
     let server = Server::bind(config.clone())
         .await
         .with_context(|| format!("cannot start on {}", config.listen))?;
@@ -231,7 +263,9 @@ async fn serve(config: Option<PathBuf>, dev_mode: bool) -> anyhow::Result<()> {
 }
 
 /// Raises the soft open-file limit to the hard one: each connection is a file descriptor.
-fn raise_file_limit(max_connections: usize) {
+/// A `max_connections` the operator set above what the limit allows is a warning; the
+/// default is no request, so then the effective ceiling is only logged.
+fn raise_file_limit(max_connections: usize, explicit: bool) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
             // Listeners, the log, and a margin for outgoing sockets.
@@ -241,11 +275,16 @@ fn raise_file_limit(max_connections: usize) {
                 connection_ceiling = ceiling,
                 "file descriptor limit raised to the hard limit"
             );
-            if (max_connections as u64) > ceiling {
+            if (max_connections as u64) > ceiling && explicit {
                 tracing::warn!(
                     max_connections,
                     connection_ceiling = ceiling,
                     "limits.max_connections is above what the file limit allows"
+                );
+            } else if (max_connections as u64) > ceiling {
+                tracing::info!(
+                    connection_ceiling = ceiling,
+                    "open connections are bounded by the file limit (below the default limits.max_connections)"
                 );
             }
         }
@@ -254,19 +293,20 @@ fn raise_file_limit(max_connections: usize) {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => cli::report::fail(&e),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, dev } => serve(config, dev).await,
-        Command::Keygen => {
-            println!(
-                "app secret (for secret_env / secret_file): {}",
-                dev::fresh_secret_text()
-            );
-            println!(
-                "payload key (base64, 32 bytes; give it to your app and its clients, never to the relay): {}",
-                STANDARD.encode(payload::generate_key())
-            );
+        Command::Keygen { format } => {
+            let secret = dev::fresh_secret_text();
+            let key = STANDARD.encode(payload::generate_key());
+            println!("{}", cli::keygen_output(format, &secret, &key));
             Ok(())
         }
         Command::Token { kind } => {
@@ -283,7 +323,7 @@ async fn main() -> anyhow::Result<()> {
                 } => {
                     let mut c = MintClaims::connect(&app, &ns, &sub, now, ttl_secs(ttl)?);
                     c.jti = jti;
-                    c.sign(kid.as_deref(), &app_secret(&secret)?)
+                    mint(c, kid.as_deref(), &secret)?
                 }
                 TokenKind::Publish {
                     app,
@@ -291,8 +331,15 @@ async fn main() -> anyhow::Result<()> {
                     ttl,
                     kid,
                     secret,
-                } => MintClaims::publish(&app, ns.as_deref(), now, ttl_secs(ttl)?)
-                    .sign(kid.as_deref(), &app_secret(&secret)?),
+                } => mint(
+                    MintClaims::publish(&app, ns.as_deref(), now, ttl_secs(ttl)?),
+                    kid.as_deref(),
+                    &secret,
+                )?,
+                TokenKind::Verify(args) => {
+                    let secret = app_secret(&args.secret)?;
+                    return cli::verify::run(args, secret);
+                }
             };
             println!("{token}");
             Ok(())
@@ -314,7 +361,13 @@ async fn main() -> anyhow::Result<()> {
             event,
             data,
         } => {
-            let plain = payload::decrypt(&payload_key(&key)?, &channel, &event, &data)?;
+            let plain = payload::decrypt(&payload_key(&key)?, &channel, &event, &data)
+                .map_err(|e| match e {
+                    payload::PayloadError::Authentication => anyhow::anyhow!(
+                        "{e}: check the key, channel and event (all three must be the ones it was encrypted with)"
+                    ),
+                    other => other.into(),
+                })?;
             println!("{}", String::from_utf8_lossy(&plain));
             Ok(())
         }

@@ -43,13 +43,21 @@ fn bad_configs_refuse_to_start_and_name_the_key() {
             "tokens.max_connect_lifetime",
         ),
     ];
-    for (extra, env, needle) in cases {
+    for (extra, mut env, needle) in cases {
         let path = write_config(&dir, extra);
+        // A user error is printed once, without a backtrace, whatever RUST_BACKTRACE says.
+        env.push(("RUST_BACKTRACE", "1"));
         let out = run(&["serve", "--config", path.to_str().unwrap()], &env);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{needle}");
         assert!(stderr.contains(needle), "{needle} not in: {stderr}");
         assert!(!stderr.contains(SECRET));
+        // Each line of the message once (a config error used to come twice).
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let unique: std::collections::HashSet<&&str> = lines.iter().collect();
+        assert_eq!(unique.len(), lines.len(), "{stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -402,4 +410,237 @@ async fn sighup_rotates_keys_closing_only_sessions_of_a_removed_key_with_4002() 
         "{logs}"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+fn ok_stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn keygen_formats_for_scripts() {
+    let env = ok_stdout(&run(&["keygen", "--format", "env"], &[]));
+    let lines: Vec<&str> = env.lines().collect();
+    assert_eq!(lines.len(), 2, "{env}");
+    let secret = lines[0].strip_prefix("SEALCAST_APP_SECRET=").unwrap();
+    let key = lines[1].strip_prefix("SEALCAST_PAYLOAD_KEY=").unwrap();
+    assert!(secret.len() >= 32);
+    let key = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key).unwrap();
+    assert_eq!(key.len(), 32);
+    let json: serde_json::Value =
+        serde_json::from_str(&ok_stdout(&run(&["keygen", "--format", "json"], &[]))).unwrap();
+    assert!(json["app_secret"].as_str().unwrap().len() >= 32);
+    assert!(json["payload_key"].as_str().unwrap().ends_with('='));
+    assert!(!run(&["keygen", "--format", "yaml"], &[]).status.success());
+}
+
+#[test]
+fn minting_refuses_tokens_the_relay_would_refuse_naming_the_limit() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["connect", "--ns", "site/1", "--sub", "u", "--ttl", "48h"],
+            "tokens.max_connect_lifetime",
+        ),
+        (&["publish", "--ttl", "1h"], "tokens.max_publish_lifetime"),
+        (
+            &["connect", "--ns", "site/1#x", "--sub", "u"],
+            "namespace has a character outside",
+        ),
+        (
+            &["connect", "--ns", "site/1", "--sub", "u", "--jti", ""],
+            "jti must be 1 to 128 bytes",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut all = vec!["token", args[0], "--app", "acme", "--secret-env", "S"];
+        all.extend_from_slice(&args[1..]);
+        let out = run(&all, &[("S", SECRET), ("RUST_BACKTRACE", "1")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} minted: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(stderr.contains(needle), "{needle} not in {stderr}");
+        assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+    }
+    // The limits themselves are accepted.
+    ok_stdout(&run(
+        &[
+            "token",
+            "connect",
+            "--app",
+            "acme",
+            "--ns",
+            "site/1",
+            "--sub",
+            "u",
+            "--ttl",
+            "24h",
+            "--secret-env",
+            "S",
+        ],
+        &[("S", SECRET)],
+    ));
+    ok_stdout(&run(
+        &[
+            "token",
+            "publish",
+            "--app",
+            "acme",
+            "--ttl",
+            "300s",
+            "--secret-env",
+            "S",
+        ],
+        &[("S", SECRET)],
+    ));
+}
+
+#[test]
+fn token_verify_prints_the_claims_or_names_the_reason() {
+    use sealcast::auth::{MintClaims, sign_with_header, unix_now};
+    let now = unix_now();
+    let good =
+        MintClaims::connect("acme", NS, "user-7", now, 600).sign(Some("k1"), SECRET.as_bytes());
+    let verify = |extra: &[&str], token: &str| {
+        let mut args = vec!["token", "verify", "--app", "acme", "--secret-env", "S"];
+        args.extend_from_slice(extra);
+        args.push(token);
+        run(&args, &[("S", SECRET)])
+    };
+    let claims: serde_json::Value =
+        serde_json::from_str(&ok_stdout(&verify(&["--kid", "k1"], &good))).unwrap();
+    assert_eq!(claims["sub"], "user-7");
+    assert_eq!(claims["ns"], NS);
+    let expired =
+        MintClaims::connect("acme", NS, "u", now - 7200, 600).sign(Some("k1"), SECRET.as_bytes());
+    let long = MintClaims::connect("acme", NS, "u", now, 2 * 86_400).sign(None, SECRET.as_bytes());
+    let publish = MintClaims::publish("acme", None, now, 60).sign(None, SECRET.as_bytes());
+    let other_app = MintClaims::publish("other", None, now, 60).sign(None, SECRET.as_bytes());
+    let forged = MintClaims::connect("acme", NS, "u", now, 600)
+        .sign(Some("k1"), b"another-secret-0123456789abcdef-0123456789");
+    let hs256 = sign_with_header(
+        &json!({"alg":"HS256","typ":"JWT"}),
+        &json!({"iss":"acme","aud":"publish","iat":now,"exp":now + 60}),
+        SECRET.as_bytes(),
+    );
+    let cases: [(&[&str], &str, &str); 8] = [
+        (&["--kid", "k1"], &expired, "token refused (expired)"),
+        (&[], &long, "token refused (lifetime_too_long)"),
+        (&["--kid", "k2"], &good, "token refused (unknown_key)"),
+        (&[], &forged, "token refused (bad_signature)"),
+        (
+            &["--aud", "connect"],
+            &publish,
+            "token refused (wrong_audience)",
+        ),
+        (&[], &other_app, "token refused (unknown_app)"),
+        (&[], &hs256, "token refused (unsupported_algorithm)"),
+        (&[], "not-a-token", "token refused (malformed)"),
+    ];
+    for (extra, token, needle) in cases {
+        let out = verify(extra, token);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{needle}: {stderr}");
+        assert!(out.stdout.is_empty(), "{needle}");
+        assert!(stderr.contains(needle), "{needle} not in {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    // The lifetime rule names its limit and key.
+    let stderr = String::from_utf8_lossy(&verify(&[], &long).stderr).into_owned();
+    assert!(
+        stderr.contains("86400 s (tokens.max_connect_lifetime)"),
+        "{stderr}"
+    );
+    // A publish token verifies as one without --aud.
+    ok_stdout(&verify(&[], &publish));
+}
+
+#[test]
+fn decrypting_with_the_wrong_event_says_what_to_check() {
+    let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let data = sealcast::payload::encrypt(&[0u8; 32], "a#b", "Right", b"{}").unwrap();
+    let out = run(
+        &[
+            "decrypt",
+            "--key-env",
+            "K",
+            "--channel",
+            "a#b",
+            "--event",
+            "Wrong",
+            &data,
+        ],
+        &[("K", key), ("RUST_BACKTRACE", "1")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr.trim(),
+        "error: payload failed authentication: check the key, channel and event (all three must be the ones it was encrypted with)"
+    );
+}
+
+#[test]
+fn the_file_limit_warning_is_only_for_an_explicit_max_connections() {
+    let dir = temp_dir("nofile");
+    for (extra, warned) in [
+        ("", false),
+        ("[limits]\nmax_connections = 1000000000000", true),
+    ] {
+        let path = write_config(&dir, extra);
+        let mut p = spawn(
+            &["serve", "--config", path.to_str().unwrap()],
+            &[("ACME_KEY_1", SECRET), ("RUST_LOG", "info")],
+        );
+        // The start-up lines are written before the listening line; the reader thread
+        // may still be copying them.
+        let deadline = std::time::Instant::now() + WAIT;
+        while !p.stderr.lock().unwrap().contains("sealcast listening")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stderr = p.stderr.lock().unwrap().clone();
+        assert!(stderr.contains("connection_ceiling"), "{stderr}");
+        assert_eq!(
+            stderr.contains("limits.max_connections is above what the file limit allows"),
+            warned,
+            "{extra}: {stderr}"
+        );
+        assert!(p.alive());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn every_token_flag_has_help_text() {
+    for (kind, flags) in [
+        (
+            "connect",
+            &["--app", "--ns", "--sub", "--kid", "--jti", "--ttl"][..],
+        ),
+        ("publish", &["--app", "--ns", "--kid", "--ttl"][..]),
+        ("verify", &["--app", "--kid", "--aud", "--secret-env"][..]),
+    ] {
+        let help = ok_stdout(&run(&["token", kind, "--help"], &[]));
+        let lines: Vec<&str> = help.lines().collect();
+        for flag in flags {
+            let at = lines
+                .iter()
+                .position(|l| l.trim_start().starts_with(flag))
+                .unwrap_or_else(|| panic!("{kind} {flag} not in:\n{help}"));
+            // The flag, its value name, then words (or, in clap's long layout, the words
+            // on the next line).
+            let mut words = lines[at].split_whitespace().skip(2).count();
+            if words == 0 {
+                words = lines
+                    .get(at + 1)
+                    .map_or(0, |l| l.split_whitespace().count());
+            }
+            assert!(words >= 3, "{kind} {flag} has no help text:\n{help}");
+        }
+    }
 }

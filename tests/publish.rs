@@ -153,6 +153,26 @@ async fn body_over_the_limit_is_413() {
         (s, b["error"]["code"].as_str()),
         (413, Some("payload_too_large"))
     );
+    // The message names the limit and the key that sets it.
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("4096") && message.contains("http.max_body_bytes"),
+        "{message}"
+    );
+    // So does the decoded payload's 413.
+    let small = Relay::start_with(|c| c.http.max_payload_bytes = 1024).await;
+    let a = small
+        .publisher()
+        .publish(&publish_token(None), &ch, "Ev", &base64_of(1025), None)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 413, "{:?}", a.body);
+    let message = a.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("1024") && message.contains("http.max_payload_bytes"),
+        "{message}"
+    );
+    small.stop().await;
     assert_eq!(relay.metric("sealcast_publications_total"), 0.0);
     relay.stop().await;
 }

@@ -190,6 +190,26 @@ async fn losing_redis_closes_subscribers_refuses_publishes_and_recovery_says_so(
         .unwrap();
     assert_eq!(refused.status, 503, "{:?}", refused.body);
     assert_eq!(refused.body["error"]["code"], "unavailable");
+    // The subscriber was told why (close reason and metric label), and a publisher when
+    // to try again.
+    // (counted once the close handshake is over)
+    let deadline = Instant::now() + WAIT;
+    while a.metric("sealcast_disconnects_total{name=\"broker_unavailable\"}") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no broker_unavailable close counted"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/publish", a.base()))
+        .bearer_auth(publish_token(None))
+        .json(&serde_json::json!({"channel":ch,"event":"Ev","data":sealed(&ch, "Ev", "3")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
     assert_eq!(a.metric("sealcast_broker_up"), 0.0);
     assert_eq!(a.metric("sealcast_broker_disconnects_total"), 1.0);
     // The node keeps trying to reach Redis, and counts each failure.

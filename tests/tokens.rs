@@ -267,3 +267,63 @@ async fn namespace_limited_publish_token_cannot_reach_other_namespaces() {
     assert_eq!(a.status, 200);
     relay.stop().await;
 }
+
+/// Outside dev mode a refused token learns only the close code's name and a generic 401;
+/// in dev mode (`serve --dev`) both name the exact reason, for whoever is trying things out.
+#[tokio::test]
+async fn dev_mode_names_the_refusal_reason_and_production_does_not() {
+    let forged = MintClaims::connect("acme", NS, "u", unix_now(), 600)
+        .sign(Some("k1"), b"not-the-secret-0123456789abcdef-0123456789");
+    let long =
+        MintClaims::connect("acme", NS, "u", unix_now(), 2 * 86_400).sign(Some("k1"), ACME_K1);
+    let long_publish =
+        MintClaims::publish("acme", None, unix_now(), 3600).sign(Some("k1"), ACME_K1);
+    for dev in [false, true] {
+        let relay = Relay::start_with(|c| c.dev = dev).await;
+        for (token, reason) in [
+            (&forged, "unauthorized: bad signature"),
+            (&long, "unauthorized: token lifetime too long"),
+        ] {
+            let mut raw = common::raw::RawWs::open(relay.addr).await;
+            raw.send_text(&json!({"type":"connect","token":token}).to_string())
+                .await;
+            let (opcode, payload) = tokio::time::timeout(WAIT, raw.read_frame())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(opcode, 0x8);
+            assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4001);
+            let said = String::from_utf8_lossy(&payload[2..]).into_owned();
+            assert_eq!(said, if dev { reason } else { "unauthorized" });
+        }
+        // A refused refresh says why in dev mode too.
+        let mut c = relay.client().await;
+        let e = c
+            .request(json!({"type":"refresh","token":forged}))
+            .await
+            .unwrap();
+        assert_eq!(e["code"], "unauthorized");
+        if dev {
+            assert_eq!(
+                e["message"],
+                "refresh token refused: bad signature (dev mode)"
+            );
+        } else {
+            assert_eq!(e["message"], "refresh token refused");
+        }
+        let ch = channel("g");
+        let a = relay
+            .publisher()
+            .publish(&long_publish, &ch, "Ev", &sealed(&ch, "Ev", "{}"), None)
+            .await
+            .unwrap();
+        assert_eq!(a.status, 401);
+        let message = a.body["error"]["message"].as_str().unwrap();
+        if dev {
+            assert!(message.contains("token lifetime too long"), "{message}");
+        } else {
+            assert_eq!(message, "publish token refused");
+        }
+        relay.stop().await;
+    }
+}

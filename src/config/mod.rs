@@ -175,6 +175,9 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     /// The file this was read from, for reloads (`None` when built in code).
     pub source: Option<PathBuf>,
+    /// Dev mode (`serve --dev`): a refused token's exact reason goes to the client too (in
+    /// the close reason and the 401 message), not only to the audit log.
+    pub dev: bool,
 }
 
 impl Config {
@@ -215,7 +218,14 @@ impl Config {
         text: &str,
         env: impl Fn(&str) -> Option<std::ffi::OsString>,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)?;
+        let mut raw: RawConfig = toml::from_str(text)?;
+        // Whether the operator chose max_connections, so that start-up only warns about a
+        // file limit below a value someone asked for (the default is not a request).
+        raw.limits.max_connections_explicit = text
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|t| t.get("limits")?.get("max_connections").cloned())
+            .is_some();
         let mut apps: Vec<AppConfig> = Vec::with_capacity(raw.apps.len());
         for (i, app) in raw.apps.into_iter().enumerate() {
             let at = format!("apps[{i}].id");
@@ -280,6 +290,7 @@ impl Config {
             allowed_origins: raw.allowed_origins,
             apps,
             source: None,
+            dev: false,
         };
         config.validate()?;
         Ok(config)
@@ -304,6 +315,7 @@ impl Config {
             allowed_origins: None,
             apps,
             source: None,
+            dev: false,
         }
     }
 

@@ -171,6 +171,9 @@ impl Default for ShutdownConfig {
 pub struct LimitsConfig {
     /// Open WebSocket connections in total (authenticated or not); beyond: 503 before upgrade.
     pub max_connections: usize,
+    /// Whether `max_connections` was set in the file (not a key: filled in by the parser).
+    #[serde(skip)]
+    pub max_connections_explicit: bool,
     /// Authenticated sessions per app; beyond: closed with 4029.
     pub max_connections_per_app: usize,
     /// Authenticated sessions per app and namespace; beyond: closed with 4029.
@@ -206,6 +209,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_connections: 100_000,
+            max_connections_explicit: false,
             max_connections_per_app: 100_000,
             max_connections_per_namespace: 10_000,
             connect_rate_per_ip: 200,

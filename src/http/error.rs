@@ -17,13 +17,13 @@ pub enum ApiError {
     BadRequest(Cow<'static, str>),
     /// 401.
     #[error("{0}")]
-    Unauthorized(&'static str),
+    Unauthorized(Cow<'static, str>),
     /// 403.
     #[error("{0}")]
     Forbidden(&'static str),
-    /// 413.
+    /// 413; the message names the limit and its config key.
     #[error("{0}")]
-    PayloadTooLarge(&'static str),
+    PayloadTooLarge(Cow<'static, str>),
     /// 415.
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
@@ -36,7 +36,15 @@ pub enum ApiError {
     /// 503.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// 503 while the broker cannot serve (Redis lost), with `Retry-After`: the node
+    /// reconnects on its own, so a retry after a short wait is likely to succeed.
+    #[error("{0}")]
+    BrokerUnavailable(&'static str),
 }
+
+/// The `Retry-After` of a 503 for a lost broker, in seconds: about the time a node needs
+/// to reconnect to Redis and listen again.
+pub const BROKER_RETRY_AFTER_SECS: u64 = 1;
 
 impl ApiError {
     /// The HTTP status.
@@ -48,7 +56,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::BrokerUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -61,7 +71,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::BrokerUnavailable(_) => "unavailable",
         }
     }
 
@@ -91,9 +101,14 @@ struct Envelope {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status(), Json(Envelope { error: self.body() })).into_response();
-        if let ApiError::RateLimited { retry_after } = self {
+        let retry_after = match self {
+            ApiError::RateLimited { retry_after } => Some(retry_after),
+            ApiError::BrokerUnavailable(_) => Some(BROKER_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         r
     }

@@ -70,17 +70,17 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or(ApiError::Unauthorized(
-            "missing Authorization: Bearer token",
+            "missing Authorization: Bearer token".into(),
         ))?;
     let value = value
         .to_str()
-        .map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    let (scheme, token) = value.split_once(' ').ok_or(ApiError::Unauthorized(
+        "malformed Authorization header".into(),
+    ))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(ApiError::Unauthorized(
-            "Authorization must be a Bearer token",
+            "Authorization must be a Bearer token".into(),
         ));
     }
     Ok(token.trim())
@@ -108,9 +108,15 @@ pub fn authorize(
                 peer = %peer,
                 "publish token refused"
             );
-            ApiError::Unauthorized(match r.reason {
+            let said = match r.reason {
                 crate::auth::TokenError::Expired => "publish token expired",
                 _ => "publish token refused",
+            };
+            // Dev mode names the exact reason; otherwise it is only in the audit log.
+            ApiError::Unauthorized(if state.config.dev {
+                format!("{said}: {} (dev mode)", r.reason).into()
+            } else {
+                said.into()
             })
         })
 }
@@ -134,11 +140,14 @@ pub async fn read_json_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    let too_large = || {
         state.metrics.limit_hit("http_body_bytes");
-        return Err(ApiError::PayloadTooLarge(
-            "request body over the size limit",
-        ));
+        ApiError::PayloadTooLarge(
+            format!("request body over {limit} bytes (http.max_body_bytes)").into(),
+        )
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
     }
     // Only the size limit is a 413; a body that breaks off or has malformed chunks is a 400.
     // A body that stalls is cut off at the read timeout (the connection then closes).
@@ -151,12 +160,7 @@ pub async fn read_json_body(
     };
     match read {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            state.metrics.limit_hit("http_body_bytes");
-            Err(ApiError::PayloadTooLarge(
-                "request body over the size limit",
-            ))
-        }
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(_) => Err(ApiError::BadRequest(
             "malformed or incomplete request body".into(),
         )),
@@ -189,10 +193,15 @@ fn check(
         }
     }
     let max = state.config.http.max_payload_bytes;
+    let too_large = || {
+        state.metrics.limit_hit("payload_bytes");
+        ApiError::PayloadTooLarge(
+            format!("data decodes to over {max} bytes (http.max_payload_bytes)").into(),
+        )
+    };
     // Cheap bound before decoding: base64 encodes 3 bytes in 4 characters.
     if req.data.len() / 4 * 3 > max + 2 {
-        state.metrics.limit_hit("payload_bytes");
-        return Err(ApiError::PayloadTooLarge("data over the payload limit"));
+        return Err(too_large());
     }
     let decoded = STANDARD
         .decode(req.data.as_bytes())
@@ -203,8 +212,7 @@ fn check(
         ));
     }
     if decoded.len() > max {
-        state.metrics.limit_hit("payload_bytes");
-        return Err(ApiError::PayloadTooLarge("data over the payload limit"));
+        return Err(too_large());
     }
     if let Some(ns) = &claims.ns {
         if !channel.in_namespace(ns) {
@@ -250,7 +258,7 @@ async fn publish_one(
             BrokerError::Hub(HubError::AppChannelQuota) => ApiError::Unavailable(
                 "the app's channel quota is reached (limits.max_channels_per_app)",
             ),
-            BrokerError::Unavailable => ApiError::Unavailable("broker unavailable"),
+            BrokerError::Unavailable => ApiError::BrokerUnavailable("broker unavailable"),
         })?;
     Ok(PublishResponse {
         offset: published.offset,

@@ -123,7 +123,7 @@ pub async fn revoke(
             until,
         };
         if state.broker.share_revocation(&shared).await.is_err() {
-            return Err(ApiError::Unavailable(
+            return Err(ApiError::BrokerUnavailable(
                 "revocation applied on this node but not shared with the others: retry",
             ));
         }

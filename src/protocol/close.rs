@@ -13,6 +13,10 @@ pub enum CloseCode {
     FrameTooLarge,
     /// 1011: internal error; reconnect with backoff.
     InternalError,
+    /// 1011 too, with the reason `broker_unavailable`: the broker (Redis) was lost, so what
+    /// is published meanwhile cannot reach this session; reconnect with backoff and recover.
+    /// Not in [`CloseCode::ALL`], which lists each wire code once.
+    BrokerUnavailable,
     /// 4001: token missing, malformed, badly signed, wrong audience, unknown app, or auth timeout.
     Unauthorized,
     /// 4002: the session's token expired.
@@ -45,7 +49,7 @@ impl CloseCode {
             CloseCode::GoingAway => 1001,
             CloseCode::ProtocolViolation => 1008,
             CloseCode::FrameTooLarge => 1009,
-            CloseCode::InternalError => 1011,
+            CloseCode::InternalError | CloseCode::BrokerUnavailable => 1011,
             CloseCode::Unauthorized => 4001,
             CloseCode::TokenExpired => 4002,
             CloseCode::TokenRevoked => 4003,
@@ -61,6 +65,7 @@ impl CloseCode {
             CloseCode::ProtocolViolation => "protocol_violation",
             CloseCode::FrameTooLarge => "frame_too_large",
             CloseCode::InternalError => "internal_error",
+            CloseCode::BrokerUnavailable => "broker_unavailable",
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::TokenExpired => "token_expired",
             CloseCode::TokenRevoked => "token_revoked",

@@ -22,10 +22,35 @@ pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
 pub(crate) enum End {
     /// The relay closes with this code.
     Close(CloseCode),
+    /// The relay refuses the connect token with this code; in dev mode the close reason
+    /// also says why.
+    Refused(CloseCode, Why),
     /// The client sent a close frame (with this code, if any); the relay answers it.
     Answer(Option<u16>),
     /// The client went away, or its socket broke.
     Gone,
+}
+
+/// Why a `connect` was refused, for the close reason of dev mode (`serve --dev`). Outside
+/// dev mode the reason is the close code's name alone and the cause is in the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// The token did not verify.
+    Token(TokenError),
+    /// No `connect` frame within `websocket.auth_timeout`.
+    AuthTimeout,
+    /// A `connect` frame without a string `token`.
+    NoToken,
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Token(e) => write!(f, "{e}"),
+            Why::AuthTimeout => f.write_str("no connect frame within websocket.auth_timeout"),
+            Why::NoToken => f.write_str("connect frame without a string token"),
+        }
+    }
 }
 
 /// The close code for a client's bytes that are not valid WebSocket. The contract's
@@ -50,6 +75,16 @@ pub(crate) async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
                 .await;
             state.metrics.disconnected(code.name());
         }
+        End::Refused(code, why) => {
+            // At most 123 bytes fit a close reason; these texts are fixed and short.
+            let reason = if state.config.dev {
+                format!("{}: {why}", code.name())
+            } else {
+                code.name().to_owned()
+            };
+            conn.close(Some(code.code()), &reason, CLOSE_LINGER).await;
+            state.metrics.disconnected(code.name());
+        }
         End::Answer(code) => {
             conn.answer_close(code, CLOSE_LINGER).await;
             state.metrics.disconnected("client_closed");
@@ -69,7 +104,7 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         let msg = match tokio::time::timeout_at(deadline, conn.recv()).await {
             Err(_) => {
                 audit_rejection(state, peer, None, "auth_timeout");
-                return Err(End::Close(CloseCode::Unauthorized));
+                return Err(End::Refused(CloseCode::Unauthorized, Why::AuthTimeout));
             }
             Ok(Err(RecvError::Gone)) => return Err(End::Gone),
             Ok(Err(RecvError::Codec(e))) => return Err(End::Close(codec_close(e))),
@@ -96,7 +131,7 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             Err(FrameError::BadRequest { .. }) => {
                 // A `connect` without a usable token field.
                 audit_rejection(state, peer, None, "malformed");
-                return Err(End::Close(CloseCode::Unauthorized));
+                return Err(End::Refused(CloseCode::Unauthorized, Why::NoToken));
             }
             Ok(_) | Err(FrameError::Violation) => {
                 return Err(End::Close(CloseCode::ProtocolViolation));
@@ -106,10 +141,11 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(claims) => Ok(claims),
             Err(r) => {
                 audit_rejection(state, peer, Some(&r), r.reason.label());
-                Err(End::Close(match r.reason {
+                let code = match r.reason {
                     TokenError::Expired => CloseCode::TokenExpired,
                     _ => CloseCode::Unauthorized,
-                }))
+                };
+                Err(End::Refused(code, Why::Token(r.reason)))
             }
         };
     }

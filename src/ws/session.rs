@@ -517,7 +517,7 @@ impl Session {
                     .await;
             }
             Err(crate::broker::BrokerError::Unavailable) => {
-                return Next::End(End::Close(CloseCode::InternalError));
+                return Next::End(End::Close(CloseCode::BrokerUnavailable));
             }
         };
         self.subs.push(Subscription {
@@ -592,8 +592,14 @@ impl Session {
             Ok(c) => c,
             Err(r) => {
                 audit_rejection(&self.state, self.peer, Some(&r), r.reason.label());
+                // Dev mode names the exact reason; otherwise it is only in the audit log.
+                let message = if self.state.config.dev {
+                    format!("refresh token refused: {} (dev mode)", r.reason)
+                } else {
+                    "refresh token refused".to_owned()
+                };
                 return self
-                    .reply_error(conn, id, ErrorCode::Unauthorized, "refresh token refused")
+                    .reply_error(conn, id, ErrorCode::Unauthorized, &message)
                     .await;
             }
         };

@@ -2,20 +2,43 @@
 // Demo "app backend" for sealcast: serves the dashboard page and the built SDK, mints connect
 // tokens, and turns user actions into encrypted publications. Listens on 127.0.0.1 only.
 //
-//   npm run demo                      # starts a relay from ../../target/debug/sealcast too
+//   npm run demo                      # starts a relay too (SEALCAST_BIN, or the release or debug build)
 //   SEALCAST_URL=http://127.0.0.1:8080 SEALCAST_SECRET=... npm run demo   # use a running relay
+//
+// Environment: SEALCAST_URL, SEALCAST_SECRET, SEALCAST_APP (acme), SEALCAST_KID (k1),
+// SEALCAST_BIN, PORT (see README.md, "Demo").
 //
 // DEMO ONLY: the page receives the payload key from GET /config. A real app delivers the key
 // to its users through its own authenticated channel, never through the relay.
 import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomUUID } from "node:crypto";
-import { SealcastPublisher, mintConnectToken, generateKey, toBase64, encrypt, publish } from "../dist/server.js";
+import { SealcastPublisher, SealcastHttpError, SealcastTransportError, mintConnectToken, generateKey, toBase64, encrypt, publish } from "../dist/server.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dist = resolve(here, "../dist");
+
+/**
+ * The relay binary the demo starts: `$SEALCAST_BIN`, else the release build, else the debug
+ * build (the README builds with `--release`). Returns undefined when there is none.
+ */
+export function findRelayBin(env = process.env) {
+  if (env.SEALCAST_BIN) return existsSync(env.SEALCAST_BIN) ? env.SEALCAST_BIN : undefined;
+  return ["release", "debug"].map((p) => resolve(here, `../../../target/${p}/sealcast`)).find((p) => existsSync(p));
+}
+
+/**
+ * The status the demo answers for a failed action: the relay's own 4xx/5xx when it answered,
+ * 502 (Bad Gateway) when it could not be reached, 500 for anything else.
+ */
+export function statusFor(e) {
+  if (e instanceof SealcastTransportError) return 502;
+  if (e instanceof SealcastHttpError) return e.status >= 400 && e.status <= 599 ? e.status : 502;
+  return Number.isInteger(e?.status) && e.status >= 400 && e.status <= 599 ? e.status : 500;
+}
 
 const TYPES = { ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".map": "application/json" };
 
@@ -96,6 +119,11 @@ export async function startDemo({ relayHttp, app, kid, secret, ns = "demo:site/1
         return send(res, 200, await readFile(join(here, "index.html")), TYPES[".html"]);
       }
       if (req.method === "GET" && url.pathname === "/app.js") return send(res, 200, await readFile(join(here, "app.js")), TYPES[".js"]);
+      // No icon: answered so that the browser's automatic request does not log a 404.
+      if (req.method === "GET" && url.pathname === "/favicon.ico") {
+        res.writeHead(204, { "cache-control": "max-age=86400" });
+        return res.end();
+      }
       const sdk = /^\/sdk\/([a-z]+\.js(?:\.map)?)$/.exec(url.pathname);
       if (req.method === "GET" && sdk && sdk[1] !== "server.js") {
         return send(res, 200, await readFile(join(dist, sdk[1])), TYPES[sdk[1].endsWith(".map") ? ".map" : ".js"]);
@@ -123,7 +151,9 @@ export async function startDemo({ relayHttp, app, kid, secret, ns = "demo:site/1
       }
       send(res, 404, { error: "not found" });
     } catch (e) {
-      send(res, e.status ?? 500, { error: String(e.message ?? e) });
+      if (res.headersSent) return res.destroy();
+      const status = statusFor(e);
+      send(res, status, { error: status === 502 ? `relay unreachable: ${e.message}` : String(e.message ?? e) });
     }
   });
   await new Promise((r) => server.listen(port, "127.0.0.1", r));
@@ -143,8 +173,17 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   const app = process.env.SEALCAST_APP ?? "acme";
   const kid = process.env.SEALCAST_KID ?? "k1";
   if (!relayHttp) {
+    const bin = findRelayBin();
+    if (!bin) {
+      console.error(
+        process.env.SEALCAST_BIN
+          ? `sealcast demo: SEALCAST_BIN=${process.env.SEALCAST_BIN} does not exist`
+          : "sealcast demo: no relay binary; run `cargo build --release` in the repository root, set SEALCAST_BIN, or set SEALCAST_URL and SEALCAST_SECRET to use a running relay",
+      );
+      process.exit(1);
+    }
     const { startRelay, SECRET, APP, KID } = await import("../test/helpers/relay.mjs");
-    relay = await startRelay();
+    relay = await startRelay({ bin });
     relayHttp = relay.http;
     secret = SECRET;
     if (app !== APP || kid !== KID) throw new Error("a self-started relay uses app acme, kid k1");

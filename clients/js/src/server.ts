@@ -41,6 +41,34 @@ export function signToken(claims: TokenClaims, secret: Secret, kid?: string): st
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
+/** The longest lifetimes (`exp - iat`) a relay accepts; its config may set them lower. */
+export const MAX_CONNECT_TTL_SECONDS = 86400;
+export const MAX_PUBLISH_TTL_SECONDS = 300;
+
+const utf8Length = (s: string) => Buffer.byteLength(s, "utf8");
+
+/**
+ * Refuses, at mint time, claims the relay would refuse when the token is used (PROTOCOL.md 2
+ * and the name rules), naming the rule: a mistake then fails where it is made, not as a bare
+ * 401 or close code 4001 later.
+ */
+function checkClaims(aud: "connect" | "publish", o: { app: string; kid?: string; ns?: string; sub?: string; jti?: string; ttlSeconds: number }): number {
+  if (typeof o.app !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(o.app)) throw new TypeError("sealcast: app must be 1 to 64 characters of [A-Za-z0-9._-] (an [[apps]] id of the relay)");
+  if (o.kid !== undefined && (typeof o.kid !== "string" || o.kid.length === 0 || utf8Length(o.kid) > 64)) throw new TypeError("sealcast: kid must be 1 to 64 bytes");
+  if (o.ns !== undefined && (typeof o.ns !== "string" || !/^[\x21-\x22\x24-\x7e]{1,256}$/.test(o.ns))) {
+    throw new TypeError("sealcast: ns must be 1 to 256 bytes of printable ASCII without space or '#' (the '#' separates a channel's topic)");
+  }
+  if (o.sub !== undefined && (typeof o.sub !== "string" || o.sub.length === 0 || utf8Length(o.sub) > 128)) throw new TypeError("sealcast: sub must be 1 to 128 bytes");
+  if (o.jti !== undefined && (typeof o.jti !== "string" || o.jti.length === 0 || utf8Length(o.jti) > 128)) throw new TypeError("sealcast: jti must be 1 to 128 bytes");
+  const ttl = Math.floor(o.ttlSeconds);
+  if (!(ttl >= 1)) throw new RangeError("sealcast: ttlSeconds must be at least 1");
+  const [max, key] = aud === "connect" ? [MAX_CONNECT_TTL_SECONDS, "tokens.max_connect_lifetime"] : [MAX_PUBLISH_TTL_SECONDS, "tokens.max_publish_lifetime"];
+  if (ttl > max) {
+    throw new RangeError(`sealcast: ttlSeconds ${ttl} is over ${max}, the longest a ${aud} token may live (relay setting ${key}): the relay would refuse it`);
+  }
+  return ttl;
+}
+
 export interface MintConnectTokenOptions {
   app: string;
   kid?: string;
@@ -49,19 +77,22 @@ export interface MintConnectTokenOptions {
   ns: string;
   /** The user's account id (audit only). */
   sub: string;
-  /** Lifetime in seconds (the relay allows at most 24 h by default). */
+  /** Lifetime in seconds: 1 to 86400 (24 h; a relay may set `tokens.max_connect_lifetime` lower). */
   ttlSeconds: number;
   jti?: string;
   /** Issue time in unix seconds (default: now). */
   iat?: number;
 }
 
-/** Mints a connect token for one user and one namespace. */
+/**
+ * Mints a connect token for one user and one namespace. Throws (naming the rule) for claims
+ * the relay would refuse: a lifetime over 24 h, a namespace with `#` or a space, ...
+ */
 export function mintConnectToken(o: MintConnectTokenOptions): string {
   if (!o.sub || !o.ns) throw new TypeError("sealcast: connect token needs sub and ns");
-  if (!(o.ttlSeconds > 0)) throw new RangeError("sealcast: ttlSeconds must be positive");
+  const ttl = checkClaims("connect", o);
   const iat = o.iat ?? nowSeconds();
-  const claims: TokenClaims = { iss: o.app, sub: o.sub, ns: o.ns, aud: "connect", iat, exp: iat + Math.floor(o.ttlSeconds) };
+  const claims: TokenClaims = { iss: o.app, sub: o.sub, ns: o.ns, aud: "connect", iat, exp: iat + ttl };
   if (o.jti !== undefined) claims.jti = o.jti;
   return signToken(claims, o.secret, o.kid);
 }
@@ -72,18 +103,21 @@ export interface MintPublishTokenOptions {
   secret: Secret;
   /** Restricts the token to channels of this namespace. */
   ns?: string;
-  /** Lifetime in seconds (at most 300). */
+  /** Lifetime in seconds: 1 to 300 (a relay may set `tokens.max_publish_lifetime` lower). */
   ttlSeconds: number;
   jti?: string;
   iat?: number;
 }
 
-/** Mints a short-lived publish token (sent as `Authorization: Bearer`). */
+/**
+ * Mints a short-lived publish token (sent as `Authorization: Bearer`). Throws (naming the
+ * rule) for claims the relay would refuse, such as a lifetime over 300 s.
+ */
 export function mintPublishToken(o: MintPublishTokenOptions): string {
-  if (!(o.ttlSeconds > 0)) throw new RangeError("sealcast: ttlSeconds must be positive");
+  const ttl = checkClaims("publish", o);
   const iat = o.iat ?? nowSeconds();
   // Claim order as in the fixtures: iss, ns, aud, iat, exp, jti.
-  const claims: TokenClaims = { iss: o.app, ...(o.ns !== undefined ? { ns: o.ns } : {}), aud: "publish", iat, exp: iat + Math.floor(o.ttlSeconds) };
+  const claims: TokenClaims = { iss: o.app, ...(o.ns !== undefined ? { ns: o.ns } : {}), aud: "publish", iat, exp: iat + ttl };
   if (o.jti !== undefined) claims.jti = o.jti;
   return signToken(claims, o.secret, o.kid);
 }
@@ -155,7 +189,10 @@ export function verifyToken(token: string, o: VerifyTokenOptions): TokenClaims {
 
 // ------------------------------------------------------------------ HTTP publish
 
-/** An error answered by the relay (`{"error":{"code","message"}}`) or a transport failure (`status` 0). */
+/**
+ * An error answered by the relay (`{"error":{"code","message"}}`, `status` its HTTP status),
+ * or, as the subclass {@link SealcastTransportError}, no answer at all.
+ */
 export class SealcastHttpError extends Error {
   readonly status: number;
   readonly code: string;
@@ -164,6 +201,20 @@ export class SealcastHttpError extends Error {
     this.name = "SealcastHttpError";
     this.status = status;
     this.code = code;
+  }
+}
+
+/**
+ * The relay could not be reached or did not answer (connection refused or reset, DNS, TLS,
+ * timeout) after every retry. `status` is 0 and `code` is `"transport"`: there was no HTTP
+ * answer, so an app that forwards the failure answers its own caller 502 (Bad Gateway) or
+ * 503, never `status`. The underlying error is `cause`.
+ */
+export class SealcastTransportError extends SealcastHttpError {
+  constructor(message: string, cause?: unknown) {
+    super(0, "transport", message);
+    this.name = "SealcastTransportError";
+    if (cause !== undefined) (this as { cause?: unknown }).cause = cause;
   }
 }
 
@@ -271,7 +322,7 @@ async function postWithRetry(o: HttpOptions, path: string, body: () => unknown):
     const retryable = out === undefined || RETRYABLE_STATUS.has(out.status);
     if (!retryable || attempt >= retries) {
       if (out) throw httpError(out);
-      throw new SealcastHttpError(0, "transport", transportError instanceof Error ? transportError.message : String(transportError));
+      throw new SealcastTransportError(transportError instanceof Error ? transportError.message : String(transportError), transportError);
     }
     await sleep(backoffDelay(attempt, r, out?.retryAfterMs));
   }

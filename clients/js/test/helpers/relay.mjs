@@ -29,7 +29,7 @@ export async function freePort() {
  * Starts `sealcast serve` with a fresh config; resolves once it prints its listening line.
  * Returns { http, ws, stop, stderr() }.
  */
-export async function startRelay({ listen = "127.0.0.1:0", leeway = "30s", historyTtl = "120s", idle = "60s", extra = "", secretFile = null, timeoutMs = 15000 } = {}) {
+export async function startRelay({ bin = RELAY_BIN, listen = "127.0.0.1:0", leeway = "30s", historyTtl = "120s", idle = "60s", extra = "", secretFile = null, timeoutMs = 15000 } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "sealcast-test-"));
   const cfg = join(dir, "sealcast.toml");
   // With `secretFile`, k1's secret is read from that file (so a reload can replace it).
@@ -53,7 +53,7 @@ kid = "${KID}"
 ${secretSource}
 ${extra}`,
   );
-  const child = spawn(RELAY_BIN, ["serve", "--config", cfg], {
+  const child = spawn(bin, ["serve", "--config", cfg], {
     env: { ...process.env, SEALCAST_TEST_ACME_KEY_1: SECRET, RUST_LOG: process.env.RUST_LOG ?? "warn" },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { publish, publishBatch, SealcastHttpError, SealcastPublisher, mintPublishToken, decrypt } from "../../dist/server.js";
+import { publish, publishBatch, SealcastHttpError, SealcastTransportError, SealcastPublisher, mintPublishToken, decrypt } from "../../dist/server.js";
 
 async function scripted(handler) {
   const requests = [];
@@ -76,7 +76,24 @@ test("transport failure is retried, then reported", async () => {
   const s = await scripted(() => [200, {}]);
   const url = s.url;
   await s.close();
-  await assert.rejects(publish({ url, token: "t", ...pub, retry: { retries: 1, baseMs: 1, maxMs: 2 } }), (e) => e instanceof SealcastHttpError && e.status === 0);
+  await assert.rejects(publish({ url, token: "t", ...pub, retry: { retries: 1, baseMs: 1, maxMs: 2 } }), (e) => {
+    // A class of its own (still a SealcastHttpError for existing handlers), with the cause.
+    assert.ok(e instanceof SealcastTransportError && e instanceof SealcastHttpError);
+    assert.equal(e.name, "SealcastTransportError");
+    assert.equal(e.code, "transport");
+    assert.equal(e.status, 0);
+    assert.ok(e.cause instanceof Error);
+    return true;
+  });
+});
+
+test("an answer from the relay is a SealcastHttpError, never a transport error", async () => {
+  const s = await scripted(() => [401, { error: { code: "unauthorized", message: "publish token refused" } }]);
+  try {
+    await assert.rejects(publish({ url: s.url, token: "t", ...pub, retry: fast }), (e) => e instanceof SealcastHttpError && !(e instanceof SealcastTransportError) && e.status === 401 && e.code === "unauthorized");
+  } finally {
+    await s.close();
+  }
 });
 
 test("publishBatch: one result per item; transient item errors retried with their keys", async () => {

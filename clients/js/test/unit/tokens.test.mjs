@@ -31,6 +31,24 @@ test("publish token: aud publish, optional ns, no kid when not given", () => {
   assert.equal(verifyToken(t, { apps, aud: "publish", now: 1700000010 }).iss, "acme"); // no kid: every key tried
 });
 
+test("minting refuses claims the relay would refuse, naming the rule", () => {
+  const base = { app: "acme", kid: "k1", secret };
+  const refused = (f, re) => assert.throws(f, (e) => (e instanceof RangeError || e instanceof TypeError) && re.test(e.message));
+  refused(() => mintPublishToken({ ...base, ttlSeconds: 600 }), /600 is over 300.*tokens\.max_publish_lifetime/);
+  refused(() => mintConnectToken({ ...base, ns: "n", sub: "u", ttlSeconds: 48 * 3600 }), /over 86400.*tokens\.max_connect_lifetime/);
+  refused(() => mintConnectToken({ ...base, ns: "site/1#x", sub: "u", ttlSeconds: 60 }), /ns must be .*'#'/);
+  refused(() => mintConnectToken({ ...base, ns: "site 1", sub: "u", ttlSeconds: 60 }), /ns must be/);
+  refused(() => mintPublishToken({ ...base, ns: "x".repeat(257), ttlSeconds: 60 }), /ns must be 1 to 256/);
+  refused(() => mintConnectToken({ ...base, ns: "n", sub: "u".repeat(129), ttlSeconds: 60 }), /sub must be 1 to 128/);
+  refused(() => mintConnectToken({ ...base, ns: "n", sub: "u", jti: "", ttlSeconds: 60 }), /jti must be 1 to 128/);
+  refused(() => mintPublishToken({ ...base, app: "ac me", ttlSeconds: 60 }), /app must be/);
+  refused(() => mintPublishToken({ ...base, kid: "", ttlSeconds: 60 }), /kid must be/);
+  refused(() => mintPublishToken({ ...base, ttlSeconds: 0.5 }), /at least 1/);
+  // The limits themselves are fine.
+  assert.ok(mintPublishToken({ ...base, ttlSeconds: 300 }));
+  assert.ok(mintConnectToken({ ...base, ns: "ari:cloud:jira::site/7f3c0d2e/dashboard/10001", sub: "u", ttlSeconds: 86400 }));
+});
+
 test("secrets shorter than 32 bytes are refused", () => {
   assert.throws(() => mintPublishToken({ app: "acme", secret: "short", ttlSeconds: 60 }), /32 bytes/);
 });
