@@ -257,6 +257,26 @@ mod tests {
         assert!(matches!(conn.recv().await, Err(RecvError::Gone)));
     }
 
+    // Paused clock: the timeout below fires only once the read has taken all it can.
+    #[tokio::test(start_paused = true)]
+    async fn a_payload_in_progress_is_not_kept_in_the_read_buffer() {
+        let (mut client, server) = duplex(1 << 16);
+        let mut conn = Conn::new(server, &[], 1 << 16);
+        // A 10,000-byte binary frame (16-bit length): header, mask, then half the payload.
+        let mut frame = vec![0x82, 0x80 | 126, 0x27, 0x10, 0, 0, 0, 0];
+        frame.extend_from_slice(&[7u8; 10_000]);
+        client.write_all(&frame[..5_008]).await.unwrap();
+        // The read waits for the rest; abandon it once everything sent has been taken.
+        let wait = tokio::time::timeout(Duration::from_secs(1), conn.recv()).await;
+        assert!(wait.is_err(), "the message is not complete yet");
+        assert!(conn.decoder.in_message());
+        assert_eq!(conn.rbuf.capacity(), 0, "the payload went to the message");
+        client.write_all(&frame[5_008..]).await.unwrap();
+        assert_eq!(conn.recv().await.unwrap(), Inbound::Binary(vec![7; 10_000]));
+        assert!(!conn.decoder.in_message());
+        assert_eq!(conn.rbuf.capacity(), 0);
+    }
+
     #[tokio::test]
     async fn batches_go_out_in_one_piece_and_the_write_buffer_is_freed() {
         let (mut client, server) = duplex(1 << 16);
