@@ -48,7 +48,11 @@ pub fn config(listen: SocketAddr) -> (Config, DevSecrets) {
         app_secret,
         payload_key: payload::generate_key(),
     };
-    (Config::with_apps(listen, vec![app]), secrets)
+    let mut config = Config::with_apps(listen, vec![app]);
+    // Dev mode has one local app and no admin listener: show the metrics where they are
+    // easy to find.
+    config.http.public_metrics = true;
+    (config, secrets)
 }
 
 /// The banner printed once the dev relay listens.

@@ -145,6 +145,7 @@ impl Server {
             Some(addr) => Some(bind_listener(addr)?),
             None => None,
         };
+        metrics.register_apps(config.apps.iter().map(|a| a.id.as_str()));
         let state = Arc::new(AppState {
             auth: arc_swap::ArcSwap::from_pointee(authenticator(&config)),
             limits: limits::Limits::new(config.limits.clone(), Arc::clone(&metrics)),
