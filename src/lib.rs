@@ -202,7 +202,9 @@ impl Server {
         }));
         let reloader = tokio::spawn(reload::tls_watch(Arc::clone(&state)));
         let app = http::router(Arc::clone(&state));
-        let listening = state.shutdown.clone();
+        // Not `state.shutdown`: the public listener keeps answering through the drain
+        // (503 to upgrades and readiness probes) and stops only at its end.
+        let listening = CancellationToken::new();
         let header_timeout = state.config.http.header_read_timeout;
         // The admin listener outlives the drain, so that `/readyz` answers 503 and `/metrics`
         // shows the sessions closing until the process exits.
@@ -215,16 +217,16 @@ impl Server {
         let serving = match &state.tls {
             None => {
                 let l = listener::PlainListener(self.listener);
-                tokio::spawn(server::serve(l, app, header_timeout, listening))
+                tokio::spawn(server::serve(l, app, header_timeout, listening.clone()))
             }
             Some(tls) => {
                 let l = listener::TlsListener::new(self.listener, Arc::clone(tls))?;
-                tokio::spawn(server::serve(l, app, header_timeout, listening))
+                tokio::spawn(server::serve(l, app, header_timeout, listening.clone()))
             }
         };
         state.ready.store(true, Ordering::Release);
         stop.cancelled().await;
-        shutdown::drain(&state, serving).await;
+        shutdown::drain(&state, serving, listening).await;
         admin_stop.cancel();
         if let Some(admin) = admin {
             // Requests in flight on it are a scrape or a probe: short.
