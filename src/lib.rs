@@ -35,6 +35,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod health;
 pub mod history;
 pub mod http;
 pub mod hub;

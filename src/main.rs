@@ -37,6 +37,15 @@ enum Command {
     },
     /// Print a fresh app secret and a fresh payload key.
     Keygen,
+    /// Probe a running relay (the container's HEALTHCHECK): exit 0 on a 2xx answer, 1 otherwise.
+    Health {
+        /// The probe's URL (plain HTTP; the admin listener's /readyz or /healthz).
+        #[arg(long, default_value = "http://127.0.0.1:9090/readyz")]
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Mint a token for operators and scripts.
     Token {
         #[command(subcommand)]
@@ -258,6 +267,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, dev } => serve(config, dev).await,
+        Command::Health { url, timeout } => sealcast::health::check(&url, timeout).await,
         Command::Keygen => {
             println!(
                 "app secret (for secret_env / secret_file): {}",
