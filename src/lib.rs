@@ -147,6 +147,9 @@ impl Server {
             None => None,
         };
         metrics.register_apps(config.apps.iter().map(|a| a.id.as_str()));
+        metrics.set_ceiling("connections", config.limits.max_connections);
+        metrics.set_ceiling("history_bytes", config.history.max_bytes);
+        metrics.set_ceiling("channels", config.history.max_channels);
         let state = Arc::new(AppState {
             auth: arc_swap::ArcSwap::from_pointee(authenticator(&config)),
             limits: limits::Limits::new(config.limits.clone(), Arc::clone(&metrics)),

@@ -198,6 +198,9 @@ pub struct Metrics {
     pub ws_auth_duration: Histogram,
     /// 1 while the relay reports ready (0 from the start of a drain).
     pub ready: Gauge,
+    /// Configured ceilings, by limit (`connections`, `history_bytes`, `channels`), so that
+    /// alerts compare a gauge with its ceiling without repeating the config.
+    pub ceilings: Family<LimitLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -225,6 +228,7 @@ impl Default for Metrics {
             http_requests: Family::new_with_constructor(latency_histogram),
             ws_auth_duration: latency_histogram(),
             ready: Gauge::default(),
+            ceilings: Family::default(),
         };
         // Every labelled family with its known values, so each series exists at 0 from
         // the start and `rate()` and `increase()` see its first event.
@@ -303,6 +307,15 @@ impl Metrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
+    /// Records a configured ceiling (`sealcast_limit{limit}`).
+    pub fn set_ceiling(&self, limit: &str, value: usize) {
+        self.ceilings
+            .get_or_create(&LimitLabel {
+                limit: limit.into(),
+            })
+            .set(i64::try_from(value).unwrap_or(i64::MAX));
+    }
+
     /// Registers the per-app series of each configured app at 0.
     pub fn register_apps<'a>(&self, apps: impl IntoIterator<Item = &'a str>) {
         for app in apps {
@@ -335,6 +348,11 @@ impl Metrics {
             "ready",
             "1 while the relay reports ready",
             self.ready.clone(),
+        );
+        r.register(
+            "limit",
+            "Configured ceilings, by limit",
+            self.ceilings.clone(),
         );
         r.register(
             "connections",

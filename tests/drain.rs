@@ -99,7 +99,9 @@ async fn sigterm_turns_unready_keeps_answering_drains_with_1001_and_exits_0() {
     }
 
     // The public listener still accepts; a new upgrade is told to come back later.
-    let head = upgrade_head(p.addr).await.expect("upgrade refused at TCP level");
+    let head = upgrade_head(p.addr)
+        .await
+        .expect("upgrade refused at TCP level");
     assert!(head.starts_with("http/1.1 503"), "{head}");
     assert!(head.contains("\r\nretry-after: "), "{head}");
 
@@ -110,7 +112,10 @@ async fn sigterm_turns_unready_keeps_answering_drains_with_1001_and_exits_0() {
         closed_at.push(term.elapsed());
     }
     let last = *closed_at.iter().max().unwrap();
-    assert!(last <= DRAIN + Duration::from_secs(1), "last close at {last:?}");
+    assert!(
+        last <= DRAIN + Duration::from_secs(1),
+        "last close at {last:?}"
+    );
     // 12 uniform moments: the last lands in the window's second half but with a
     // probability of 1 - 0.5^12.
     assert!(last >= DRAIN / 4, "all closed within {last:?}: not spread");
@@ -127,7 +132,10 @@ async fn sigterm_turns_unready_keeps_answering_drains_with_1001_and_exits_0() {
             None => {}
             other => panic!("/readyz during the drain: {other:?}"),
         }
-        assert!(term.elapsed() < GRACE, "did not exit within the grace period");
+        assert!(
+            term.elapsed() < GRACE,
+            "did not exit within the grace period"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit:?}");
