@@ -9,6 +9,7 @@
 
 mod process;
 
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -198,6 +199,11 @@ pub struct Metrics {
     pub ws_auth_duration: Histogram,
     /// 1 while the relay reports ready (0 from the start of a drain).
     pub ready: Gauge,
+    /// When this node's broker canary last came back (unix seconds; in memory, the time
+    /// of the scrape: there is no stream to go stale).
+    pub broker_canary_timestamp: Gauge<f64, AtomicU64>,
+    /// The last canary's round trip through the broker, seconds.
+    pub broker_canary_rtt: Gauge<f64, AtomicU64>,
     /// Configured ceilings, by limit (`connections`, `history_bytes`, `channels`), so that
     /// alerts compare a gauge with its ceiling without repeating the config.
     pub ceilings: Family<LimitLabel, Gauge>,
@@ -229,6 +235,8 @@ impl Default for Metrics {
             ws_auth_duration: latency_histogram(),
             ready: Gauge::default(),
             ceilings: Family::default(),
+            broker_canary_timestamp: Gauge::default(),
+            broker_canary_rtt: Gauge::default(),
         };
         // Every labelled family with its known values, so each series exists at 0 from
         // the start and `rate()` and `increase()` see its first event.
@@ -439,6 +447,16 @@ impl Metrics {
             "broker_disconnects",
             "Times the broker's ordered stream was lost",
             self.broker_disconnects.clone(),
+        );
+        r.register(
+            "broker_canary_timestamp_seconds",
+            "When this node's broker canary last came back, unix seconds",
+            self.broker_canary_timestamp.clone(),
+        );
+        r.register(
+            "broker_canary_rtt_seconds",
+            "The last broker canary's round trip",
+            self.broker_canary_rtt.clone(),
         );
         r.register(
             "delivery_latency_seconds",

@@ -32,6 +32,13 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 /// here: readiness, and the authenticated sessions of each app.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.metrics.ready.set(i64::from(is_ready(&state)));
+    if state.config.broker.kind == crate::config::BrokerKind::Memory {
+        // In one process there is no stream between publish and delivery to go stale.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        state.metrics.broker_canary_timestamp.set(now);
+    }
     for app in &state.config.apps {
         let n = state.limits.sessions_of(&app.id);
         state.metrics.set_sessions(app.id.as_str(), n);
