@@ -210,8 +210,9 @@ impl Server {
         // (503 to upgrades and readiness probes) and stops only at its end.
         let listening = CancellationToken::new();
         let header_timeout = state.config.http.header_read_timeout;
-        // The admin listener outlives the drain, so that `/readyz` answers 503 and `/metrics`
-        // shows the sessions closing until the process exits.
+        // The admin listener outlives the drain (it stops after the public one), so that
+        // `/readyz` answers 503 and `/metrics` shows the sessions closing until the process
+        // exits.
         let admin_stop = CancellationToken::new();
         let admin = self.admin.map(|l| {
             let routes = http::admin_router(Arc::clone(&state));
