@@ -29,7 +29,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 /// Prometheus text format. Gauges that are cheaper to read than to keep current are set
-/// here: readiness, and the authenticated sessions of each app.
+/// here: readiness, the authenticated sessions of each app, and (in memory) the canary.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.metrics.ready.set(i64::from(is_ready(&state)));
     if state.config.broker.kind == crate::config::BrokerKind::Memory {
