@@ -224,6 +224,10 @@ impl Server {
         // `/readyz` answers 503 and `/metrics` shows the sessions closing until the process
         // exits.
         let admin_stop = CancellationToken::new();
+        // Ready before any listener takes a request: the listening sockets are bound (the
+        // start-up line that tools wait for is printed before this runs), so a probe that
+        // arrives first must not see a relay that is up but says it is not ready.
+        state.ready.store(true, Ordering::Release);
         let admin = self.admin.map(|l| {
             let routes = http::admin_router(Arc::clone(&state));
             let l = listener::PlainListener(l);
@@ -249,7 +253,6 @@ impl Server {
                 tokio::spawn(server::serve(l, app, header_timeout, listening.clone()))
             }
         };
-        state.ready.store(true, Ordering::Release);
         stop.cancelled().await;
         shutdown::drain(&state, serving, listening).await;
         admin_stop.cancel();
