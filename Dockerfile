@@ -5,6 +5,10 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# The workspace's member manifests and sources must be present for cargo to load the
+# workspace, although `--bin sealcast` compiles none of them.
+COPY clients/rust/Cargo.toml ./clients/rust/
+COPY clients/rust/src ./clients/rust/src
 COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked --bin sealcast
