@@ -62,6 +62,7 @@ type TokenFuture = Pin<Box<dyn Future<Output = Result<String, BoxError>> + Send>
 type TokenFn = Arc<dyn Fn() -> TokenFuture + Send + Sync>;
 type ErrorFn = Arc<dyn Fn(&SubscriberError) + Send + Sync>;
 type RecoveryFn = Arc<dyn Fn(&RecoveryFailed) + Send + Sync>;
+type StateFn = Arc<dyn Fn(&ConnectionState) + Send + Sync>;
 
 /// A position in a channel's stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +209,7 @@ pub struct Options {
     backoff: Backoff,
     refresh_at: Option<f64>,
     on_error: Option<ErrorFn>,
+    on_state: Option<StateFn>,
     buffer: usize,
     timeout: Duration,
 }
@@ -245,6 +247,7 @@ impl Options {
             backoff: Backoff::default(),
             refresh_at: Some(0.8),
             on_error: None,
+            on_state: None,
             buffer: 1024,
             timeout: Duration::from_secs(10),
         }
@@ -267,6 +270,13 @@ impl Options {
     /// Called for every [`SubscriberError`] (default: a `tracing` warning).
     pub fn on_error(mut self, f: impl Fn(&SubscriberError) + Send + Sync + 'static) -> Options {
         self.on_error = Some(Arc::new(f));
+        self
+    }
+
+    /// Called on every change of the [`ConnectionState`], in order (a UI's badge; the
+    /// [`Subscriber::watch_state`] receiver may skip states that pass quickly).
+    pub fn on_state(mut self, f: impl Fn(&ConnectionState) + Send + Sync + 'static) -> Options {
+        self.on_state = Some(Arc::new(f));
         self
     }
 

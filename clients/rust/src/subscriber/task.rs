@@ -154,7 +154,7 @@ impl Task {
 
     pub(crate) async fn run(mut self) {
         loop {
-            self.state.send_replace(ConnectionState::Connecting {
+            self.set_state(ConnectionState::Connecting {
                 attempt: self.attempt,
             });
             let stop = self.stop.clone();
@@ -204,7 +204,7 @@ impl Task {
                     }
                 }
             };
-            self.state.send_replace(ConnectionState::Disconnected {
+            self.set_state(ConnectionState::Disconnected {
                 code: end.code,
                 reason: end.reason,
                 will_retry: true,
@@ -216,8 +216,16 @@ impl Task {
         }
     }
 
+    /// Records a state: the callback first (in order, every change), then the watch.
+    fn set_state(&self, s: ConnectionState) {
+        if let Some(f) = &self.opts.on_state {
+            f(&s);
+        }
+        self.state.send_replace(s);
+    }
+
     fn disconnected(&mut self, code: u16, reason: String, retry_in: Option<Duration>) {
-        self.state.send_replace(ConnectionState::Disconnected {
+        self.set_state(ConnectionState::Disconnected {
             code,
             reason,
             will_retry: false,
@@ -383,7 +391,7 @@ impl Task {
                 expires_at,
             } => {
                 s.connected_at = Some(Instant::now());
-                self.state.send_replace(ConnectionState::Connected {
+                self.set_state(ConnectionState::Connected {
                     session,
                     ns,
                     expires_at,
@@ -426,11 +434,14 @@ impl Task {
                 if let Some(id) = id {
                     self.pending.remove(&id);
                 }
-                self.state.send_modify(|st| {
-                    if let ConnectionState::Connected { expires_at: e, .. } = st {
-                        *e = expires_at;
-                    }
-                });
+                let now = self.state.borrow().clone();
+                if let ConnectionState::Connected { session, ns, .. } = now {
+                    self.set_state(ConnectionState::Connected {
+                        session,
+                        ns,
+                        expires_at,
+                    });
+                }
                 self.schedule_refresh(expires_at, s);
                 true
             }
