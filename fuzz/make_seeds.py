@@ -170,6 +170,11 @@ ws_streams = {
     "text-inside-fragment": ws(False, 1, b"a") + ws(True, 1, b"b"),
     "fragmented-ping": ws(False, 9, b"x"),
     "invalid-utf8": ws(True, 1, b"\xc3\x28"),
+    # Refused before the message (or its frame) is complete: UTF-8 is checked as it arrives.
+    "invalid-utf8-unfinished": ws(False, 1, "κόσμε".encode()) + ws(False, 0, b"\xf4\x90\x80\x80"),
+    "invalid-utf8-cut-frame": ws(True, 1, b"hello \xed\xa0\x80" + b"x" * 50)[:20],
+    "binary-fragmented": ws(False, 2, b"\xff\x00") + ws(True, 9, b"") + ws(True, 0, b"\xfe"),
+    "close-1015": ws(True, 8, (1015).to_bytes(2, "big")),
     "many-small": b"".join(ws(True, 10, b"") for _ in range(50)) + ws(True, 1, b"{}"),
 }
 

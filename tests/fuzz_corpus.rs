@@ -54,7 +54,7 @@ fn wsframe_corpus_replays_clean() {
 /// is the error its name says.
 #[test]
 fn wsframe_seeds_reach_their_cases() {
-    use sealcast::ws::codec::CodecError;
+    use sealcast::ws::codec::{CodecError, Inbound};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/wsframe");
     let decode = |name: &str| checks::ws_decode(&std::fs::read(dir.join(name)).unwrap(), 1);
     for name in [
@@ -71,8 +71,18 @@ fn wsframe_seeds_reach_their_cases() {
         ("seed-fragments-over-limit", CodecError::TooLarge),
         ("seed-invalid-utf8", CodecError::InvalidUtf8),
         ("seed-close-bad-utf8", CodecError::InvalidUtf8),
+        // No final frame, or a frame cut short: refused on the bad bytes alone.
+        ("seed-invalid-utf8-unfinished", CodecError::InvalidUtf8),
+        ("seed-invalid-utf8-cut-frame", CodecError::InvalidUtf8),
     ] {
         assert_eq!(decode(name).1, Some(want), "{name}");
+    }
+    for name in ["seed-binary", "seed-binary-fragmented"] {
+        let (msgs, err) = decode(name);
+        assert!(
+            err.is_none() && matches!(&msgs[..], [.., Inbound::Binary(b)] if !b.is_empty()),
+            "{name}: {msgs:?} {err:?}"
+        );
     }
     for name in [
         "seed-unmasked",
@@ -80,6 +90,7 @@ fn wsframe_seeds_reach_their_cases() {
         "seed-opcode-3",
         "seed-ping-126",
         "seed-close-1005",
+        "seed-close-1015",
     ] {
         assert!(
             matches!(decode(name).1, Some(CodecError::Protocol(_))),

@@ -27,7 +27,6 @@ async fn anything_before_connect_is_a_protocol_violation() {
         Message::text("not json"),
         Message::text("[1,2]"),
         Message::text(r#"{"type":"hello"}"#),
-        Message::binary(vec![1u8, 2, 3]),
     ];
     for m in before {
         let mut c = Client::open(&relay.ws_url()).await.unwrap();
@@ -38,22 +37,28 @@ async fn anything_before_connect_is_a_protocol_violation() {
             "{m:?}"
         );
     }
+    // A binary frame is not this protocol's at all: 1003, before connect as after.
+    let mut c = Client::open(&relay.ws_url()).await.unwrap();
+    c.send_raw(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(c.next(WAIT).await.unwrap(), Incoming::Closed(Some(1003)));
     relay.stop().await;
 }
 
 #[tokio::test]
-async fn violations_after_connect_close_1008_and_bad_fields_only_refuse() {
+async fn violations_after_connect_close_1008_or_1003_and_bad_fields_only_refuse() {
     let relay = Relay::start().await;
     for m in [
         Message::text("{oops"),
         Message::text(r#"{"type":"nope"}"#),
-        Message::binary(vec![0u8; 4]),
         Message::text(json!({"type":"connect","token":"x"}).to_string()),
     ] {
         let mut c = relay.client().await;
         c.send_raw(m.clone()).await.unwrap();
         assert_eq!(c.closed(WAIT).await.unwrap(), Some(1008), "{m:?}");
     }
+    let mut c = relay.client().await;
+    c.send_raw(Message::binary(vec![0u8; 4])).await.unwrap();
+    assert_eq!(c.closed(WAIT).await.unwrap(), Some(1003));
     // A known frame with a bad field is answered with an error and the session goes on.
     let mut c = relay.client().await;
     let e = c

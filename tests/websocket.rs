@@ -1,6 +1,6 @@
 //! The relay's own WebSocket layer (src/ws/codec.rs, src/ws/conn.rs) against RFC 6455,
 //! over real sockets: the opening handshake, control frames, fragmentation, the close
-//! handshake, frame sizes, and the close codes for framing the protocol forbids.
+//! handshake, frame sizes, and the close codes of RFC 6455 7.4.1 for what it forbids.
 
 mod common;
 
@@ -161,29 +161,68 @@ async fn a_client_close_is_answered_with_its_code_then_the_stream_ends() {
 }
 
 #[tokio::test]
-async fn framing_the_protocol_forbids_closes_1008_and_oversize_closes_1009() {
+async fn violations_close_with_their_rfc_6455_codes() {
     let relay = Relay::start_with(|c| c.websocket.max_frame_bytes = 1024).await;
     let mut rsv = ws_frame(true, 0x1, b"{}", true);
     rsv[0] |= 0x40;
     let mut huge = vec![0x81u8, 0x80 | 127];
     huge.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    let close = |code: u16, reason: &[u8]| {
+        let payload = [&code.to_be_bytes()[..], reason].concat();
+        ws_frame(true, 0x8, &payload, true)
+    };
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
-        ("unmasked", ws_frame(true, 0x1, b"{}", false), 1008),
-        ("reserved bits", rsv, 1008),
-        ("reserved opcode", ws_frame(true, 0x3, b"x", true), 1008),
-        ("continuation first", ws_frame(true, 0x0, b"x", true), 1008),
-        ("fragmented ping", ws_frame(false, 0x9, b"x", true), 1008),
-        ("long ping", ws_frame(true, 0x9, &[0; 126], true), 1008),
+        // 1002: framing RFC 6455 forbids.
+        ("unmasked", ws_frame(true, 0x1, b"{}", false), 1002),
+        ("reserved bits", rsv, 1002),
+        ("reserved opcode", ws_frame(true, 0x3, b"x", true), 1002),
+        (
+            "reserved control opcode",
+            ws_frame(true, 0xb, b"", true),
+            1002,
+        ),
+        ("continuation first", ws_frame(true, 0x0, b"x", true), 1002),
+        (
+            "text inside a fragmented message",
+            [
+                ws_frame(false, 0x1, b"{", true),
+                ws_frame(true, 0x1, b"}", true),
+            ]
+            .concat(),
+            1002,
+        ),
+        ("fragmented ping", ws_frame(false, 0x9, b"x", true), 1002),
+        ("long ping", ws_frame(true, 0x9, &[0; 126], true), 1002),
+        (
+            "close of one byte",
+            ws_frame(true, 0x8, &[0x03], true),
+            1002,
+        ),
+        ("close code 999", close(999, b""), 1002),
+        ("close code 1005", close(1005, b""), 1002),
+        ("close code 1006", close(1006, b""), 1002),
+        ("close code 1015", close(1015, b""), 1002),
+        ("close code 2999", close(2999, b""), 1002),
+        ("close code 5000", close(5000, b""), 1002),
+        // 1007: not UTF-8, in a text message or a close reason.
         (
             "invalid UTF-8",
             ws_frame(true, 0x1, b"\xc3\x28", true),
-            1008,
+            1007,
         ),
+        ("close reason not UTF-8", close(1000, b"\xff"), 1007),
+        // 1003: binary, which this protocol does not have.
+        ("binary", ws_frame(true, 0x2, b"{}", true), 1003),
         (
-            "close code 999",
-            ws_frame(true, 0x8, &[0x03, 0xe7], true),
-            1008,
+            "fragmented binary",
+            [
+                ws_frame(false, 0x2, b"{", true),
+                ws_frame(true, 0x0, b"}", true),
+            ]
+            .concat(),
+            1003,
         ),
+        // 1009: over the size limit.
         ("1025 bytes", ws_frame(true, 0x1, &[b' '; 1025], true), 1009),
         ("2^40 announced", huge, 1009),
         (
@@ -243,5 +282,43 @@ async fn large_publications_arrive_whole_with_a_64_bit_length() {
     assert_eq!(f["data"].as_str(), Some(data.as_str()));
     let opened = sealcast::payload::decrypt(&PAYLOAD_KEY, &ch, "Ev", &data).unwrap();
     assert_eq!(opened, plain.as_bytes());
+    relay.stop().await;
+}
+
+/// Invalid UTF-8 is refused as its bytes arrive: the relay closes with 1007 while the
+/// message, and even the frame, that holds it is unfinished (the client never sends the
+/// rest, so an answer proves the check did not wait for it).
+#[tokio::test]
+async fn invalid_utf8_is_refused_before_the_message_is_complete() {
+    let relay = Relay::start().await;
+    let first = ws_frame(false, 0x1, "{\"type\":\"κόσμε".as_bytes(), true);
+    let bad_fragment = ws_frame(false, 0x0, b"\xf4\x90\x80\x80", true);
+    // One text frame announcing 100 bytes, of which only the first 12 are sent: a
+    // surrogate (never valid UTF-8) comes after the first 8.
+    let mut text = b"{\"type\":".to_vec();
+    text.extend_from_slice(b"\xed\xa0\x80");
+    text.resize(100, b' ');
+    let cut_frame = ws_frame(true, 0x1, &text, true)[..2 + 4 + 12].to_vec();
+    for authed in [false, true] {
+        for (name, bytes) in [
+            (
+                "bad second fragment",
+                [&first[..], &bad_fragment[..]].concat(),
+            ),
+            ("bad bytes in an unfinished frame", cut_frame.clone()),
+        ] {
+            let mut w = RawWs::open(relay.addr).await;
+            if authed {
+                w.send(&connect_frame()).await;
+                expect_text(&mut w, "connected").await;
+            }
+            w.send(&bytes).await;
+            assert_eq!(
+                w.ending(WAIT).await,
+                Some(1007),
+                "{name} (authed: {authed})"
+            );
+        }
+    }
     relay.stop().await;
 }

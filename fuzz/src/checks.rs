@@ -19,7 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::Mac;
 use sealcast::auth::{Authenticator, HmacSha512, Secret, TokenPolicy};
 use sealcast::protocol::{AppId, Channel, ClientFrame, EventName, FrameError, Namespace};
-use sealcast::ws::codec::{CodecError, Decoded, Decoder, Inbound, OP_TEXT};
+use sealcast::ws::codec::{CodecError, Decoded, Decoder, Inbound, OP_BINARY, OP_TEXT};
 use serde_json::Value;
 
 /// The unix time every token check runs at; the seed tokens are minted around it.
@@ -304,8 +304,9 @@ pub fn ws_decode(data: &[u8], chunk: usize) -> (Vec<Inbound>, Option<CodecError>
             match d.decode(&buf[pos..]) {
                 Err(e) => return (out, Some(e)),
                 Ok(Decoded::Incomplete) => break,
-                Ok(Decoded::Frame { consumed, message }) => {
-                    assert!(consumed >= 6, "a client frame is at least 6 bytes");
+                Ok(Decoded::Progress { consumed, message }) => {
+                    // A data payload is taken as it arrives, so a step may be one byte.
+                    assert!(consumed > 0, "a step takes at least one byte");
                     assert!(pos + consumed <= buf.len(), "consumed more than given");
                     pos += consumed;
                     out.extend(message);
@@ -338,9 +339,11 @@ pub fn ws_client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// The WebSocket decoder on any bytes. Oracles: the same messages and the same error
 /// however the stream is split (whole, byte by byte, and in pieces sized by the input);
-/// every message obeys RFC 6455's bounds (text at most `WS_MAX` bytes, a ping's payload at
-/// most 125, an allowed close code); and every decoded text message, framed again by a
-/// conforming client, decodes to itself.
+/// every message obeys RFC 6455's bounds (text and binary at most `WS_MAX` bytes, a ping's
+/// payload at most 125, an allowed close code); and every decoded text or binary message,
+/// framed again by a conforming client, decodes to itself. (Split-invariance also holds
+/// the incremental UTF-8 check to the whole-message one: refusing a message early must
+/// give the same verdict as refusing it once all of it is in.)
 pub fn wsframe(data: &[u8]) {
     let whole = ws_decode(data, data.len().max(1));
     assert_eq!(ws_decode(data, 1), whole, "byte by byte differs");
@@ -357,6 +360,11 @@ pub fn wsframe(data: &[u8]) {
                 let again = ws_decode(&ws_client_frame(true, OP_TEXT, t.as_bytes()), 7);
                 assert_eq!(again, (vec![m.clone()], None));
             }
+            Inbound::Binary(b) => {
+                assert!(b.len() <= WS_MAX);
+                let again = ws_decode(&ws_client_frame(true, OP_BINARY, b), 7);
+                assert_eq!(again, (vec![m.clone()], None));
+            }
             Inbound::Ping(p) => assert!(p.len() <= 125),
             Inbound::Close(Some(code)) => {
                 assert!(
@@ -364,7 +372,7 @@ pub fn wsframe(data: &[u8]) {
                     "{code}"
                 )
             }
-            Inbound::Binary | Inbound::Pong | Inbound::Close(None) => {}
+            Inbound::Pong | Inbound::Close(None) => {}
         }
     }
 }

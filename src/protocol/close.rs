@@ -7,7 +7,15 @@
 pub enum CloseCode {
     /// 1001: shutting down or draining; reconnect after a jittered delay and recover.
     GoingAway,
-    /// 1008: protocol violation (first frame not `connect`, bad JSON, binary, unknown type).
+    /// 1002: WebSocket framing that RFC 6455 forbids (unmasked frame, reserved bits or
+    /// opcodes, fragmented or over-long control frame, malformed close payload or code).
+    ProtocolError,
+    /// 1003: a binary frame (this protocol is text only).
+    UnsupportedData,
+    /// 1007: a text frame or close reason that is not valid UTF-8.
+    InvalidPayload,
+    /// 1008: application protocol violation (first frame not `connect`, a frame that is not
+    /// a JSON object, unknown `type`, a second `connect`).
     ProtocolViolation,
     /// 1009: a frame over the size limit.
     FrameTooLarge,
@@ -31,8 +39,11 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every code, in protocol order.
-    pub const ALL: [CloseCode; 9] = [
+    pub const ALL: [CloseCode; 12] = [
         CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::UnsupportedData,
+        CloseCode::InvalidPayload,
         CloseCode::ProtocolViolation,
         CloseCode::FrameTooLarge,
         CloseCode::InternalError,
@@ -47,6 +58,9 @@ impl CloseCode {
     pub fn code(self) -> u16 {
         match self {
             CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::UnsupportedData => 1003,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::ProtocolViolation => 1008,
             CloseCode::FrameTooLarge => 1009,
             CloseCode::InternalError | CloseCode::BrokerUnavailable => 1011,
@@ -62,6 +76,9 @@ impl CloseCode {
     pub fn name(self) -> &'static str {
         match self {
             CloseCode::GoingAway => "going_away",
+            CloseCode::ProtocolError => "protocol_error",
+            CloseCode::UnsupportedData => "unsupported_data",
+            CloseCode::InvalidPayload => "invalid_payload",
             CloseCode::ProtocolViolation => "protocol_violation",
             CloseCode::FrameTooLarge => "frame_too_large",
             CloseCode::InternalError => "internal_error",

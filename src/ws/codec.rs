@@ -6,15 +6,24 @@
 //! (BENCHMARKS.md measured them at about a third of an idle connection's memory). The relay
 //! needs far less than a general library: client frames are small JSON texts, server frames
 //! are texts encoded once per publication (header included, see [`text_frame`]) and shared
-//! by every subscriber. So the decoder keeps no buffer of its own except a fragmented
-//! message in progress, and [`super::conn::Conn`] frees its buffers whenever they empty.
+//! by every subscriber. So the decoder keeps no buffer of its own except a data message in
+//! progress (fragmented, or one frame whose payload is still arriving), and
+//! [`super::conn::Conn`] frees its buffers whenever they empty.
 //!
-//! What the decoder refuses, each a [`CodecError`]: reserved bits (no extension is ever
-//! negotiated), reserved opcodes, unmasked client frames, fragmented or over-125-byte
-//! control frames, a continuation with no message to continue or a new message inside a
-//! fragmented one, a 64-bit length with its top bit set, invalid UTF-8 in a text message or
-//! a close reason, close codes that may not be sent, and any data message over the size
-//! limit, which is refused from its header alone, before its payload arrives.
+//! What the decoder refuses, each a [`CodecError`] with its RFC 6455 7.4.1 close code:
+//! - 1002 (protocol error): reserved bits (no extension is ever negotiated), reserved
+//!   opcodes, unmasked client frames, fragmented or over-125-byte control frames, a
+//!   continuation with no message to continue or a new message inside a fragmented one, a
+//!   64-bit length with its top bit set, a close payload of one byte, and close codes a
+//!   client may not send (1005, 1006, 1015, unassigned or out of range);
+//! - 1007 (invalid payload): invalid UTF-8 in a text message or a close reason. A text
+//!   payload is taken and checked as its bytes arrive, so the first bad byte is refused
+//!   even while its fragment, or its frame, is unfinished;
+//! - 1009 (too big): any data message over the size limit, refused from its header alone,
+//!   before its payload arrives.
+//!
+//! A binary message is decoded whole (the relay's session refuses it with 1003, which is a
+//! matter of its protocol, not of framing).
 
 /// Continuation frame.
 pub const OP_CONTINUATION: u8 = 0x0;
@@ -40,8 +49,9 @@ pub const PING: [u8; 2] = [0x80 | OP_PING, 0];
 pub enum Inbound {
     /// A text message, valid UTF-8.
     Text(String),
-    /// A binary message (the relay's protocol has none; its content is not kept).
-    Binary,
+    /// A binary message. The relay's protocol has none (its session refuses one with
+    /// 1003), but the codec carries it whole so that an echo server can test the layer.
+    Binary(Vec<u8>),
     /// A ping, with its payload (to echo in the pong).
     Ping(Vec<u8>),
     /// A pong.
@@ -50,47 +60,134 @@ pub enum Inbound {
     Close(Option<u16>),
 }
 
-/// Why a client's bytes are not WebSocket as RFC 6455 allows it.
+/// Why a client's bytes are not WebSocket as RFC 6455 allows it. Each kind has its own
+/// close code (RFC 6455 7.4.1): see [`CodecError::close_code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
-    /// Framing the protocol forbids.
+    /// Framing the protocol forbids (closes with 1002).
     #[error("WebSocket protocol error: {0}")]
     Protocol(&'static str),
-    /// A text message or close reason that is not UTF-8.
+    /// A text message or close reason that is not UTF-8 (closes with 1007).
     #[error("invalid UTF-8 in a text message or close reason")]
     InvalidUtf8,
-    /// A data message over the size limit.
+    /// A data message over the size limit (closes with 1009).
     #[error("message over the size limit")]
     TooLarge,
+}
+
+impl CodecError {
+    /// The close code RFC 6455 7.4.1 gives this error: 1002 protocol error, 1007 invalid
+    /// payload data, 1009 message too big.
+    pub fn close_code(self) -> u16 {
+        match self {
+            CodecError::Protocol(_) => 1002,
+            CodecError::InvalidUtf8 => 1007,
+            CodecError::TooLarge => 1009,
+        }
+    }
 }
 
 /// The result of one decoding step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded {
-    /// More bytes are needed before the next frame can be decoded.
+    /// More bytes are needed before anything can be decoded.
     Incomplete,
-    /// One frame was taken off the front of the input (`consumed` bytes). It completed
-    /// `message`, or was a fragment kept for later (`None`).
-    Frame {
-        /// Bytes of the input the frame took.
+    /// `consumed` bytes were taken off the front of the input: a whole frame, or a frame
+    /// header, or part of a data frame's payload (which is taken as it arrives, so that
+    /// invalid UTF-8 is refused as soon as its bytes are in). They completed `message`, or
+    /// it is still in progress (`None`).
+    Progress {
+        /// Bytes of the input taken (at least one).
         consumed: usize,
-        /// The message it completed, if any.
+        /// The message they completed, if any.
         message: Option<Inbound>,
     },
 }
 
-/// A fragmented data message in progress.
+/// A data message in progress: fragmented, or one frame whose payload is still arriving.
 #[derive(Debug)]
 struct Partial {
     text: bool,
+    /// The payload so far, unmasked.
     data: Vec<u8>,
+    /// For text, `data[..checked]` is valid UTF-8 and what follows it is the start of a
+    /// character still arriving (at most 3 bytes). That and `data` are the whole state of
+    /// the incremental UTF-8 check.
+    checked: usize,
+    /// The data frame whose payload is being read, if its header was taken already.
+    frame: Option<Payload>,
+    /// The final frame's payload has all been taken: the message is complete.
+    ended: bool,
 }
 
-/// Decodes client frames, one at a time, from a byte buffer the caller owns.
+/// Where the decoder is in a data frame's payload.
+#[derive(Debug)]
+struct Payload {
+    fin: bool,
+    /// Payload bytes not yet taken.
+    left: usize,
+    mask: [u8; 4],
+    /// How many payload bytes were unmasked so far, modulo 4.
+    phase: usize,
+}
+
+impl Partial {
+    /// Checks the UTF-8 of text that arrived since the last check: invalid as soon as a
+    /// byte makes it so (RFC 6455 8.1, "fail fast"), or if `done` and a character is cut.
+    fn check_utf8(&mut self, done: bool) -> Result<(), CodecError> {
+        if !self.text {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.data[self.checked..]) {
+            Ok(_) => self.checked = self.data.len(),
+            // `error_len` is `None` only when the bytes end inside a character that may
+            // still be completed.
+            Err(e) if e.error_len().is_none() && !done => self.checked += e.valid_up_to(),
+            Err(_) => return Err(CodecError::InvalidUtf8),
+        }
+        Ok(())
+    }
+
+    /// Takes up to `left` payload bytes of the current frame from `input`; returns how
+    /// many it took.
+    fn take(&mut self, input: &[u8]) -> Result<usize, CodecError> {
+        let Some(f) = self.frame.as_mut() else {
+            return Ok(0);
+        };
+        let n = f.left.min(input.len());
+        let at = self.data.len();
+        self.data.extend_from_slice(&input[..n]);
+        let mut mask = f.mask;
+        mask.rotate_left(f.phase);
+        unmask(&mut self.data[at..], mask);
+        f.left -= n;
+        f.phase = (f.phase + n) % 4;
+        let done = f.left == 0 && f.fin;
+        if f.left == 0 {
+            self.ended = f.fin;
+            self.frame = None;
+        }
+        self.check_utf8(done)?;
+        Ok(n)
+    }
+
+    fn into_message(self) -> Result<Inbound, CodecError> {
+        if !self.text {
+            return Ok(Inbound::Binary(self.data));
+        }
+        // Checked as it arrived; this cannot fail, but is kept as the safe conversion.
+        String::from_utf8(self.data)
+            .map(Inbound::Text)
+            .map_err(|_| CodecError::InvalidUtf8)
+    }
+}
+
+/// Decodes client frames from a byte buffer the caller owns, taking data payloads as
+/// they arrive.
 #[derive(Debug)]
 pub struct Decoder {
     max_message: usize,
-    /// Boxed: `None` on all but the rare fragmented message, so an idle decoder is small.
+    /// Boxed: `None` whenever no data message is in progress, so an idle decoder is small.
     partial: Option<Box<Partial>>,
 }
 
@@ -173,8 +270,31 @@ fn unmask(data: &mut [u8], mask: [u8; 4]) {
 
 /// Whether a client may send this close code (RFC 6455 7.4; 1004-1006 and 1015 are
 /// reserved, 1016-2999 unassigned, 3000-4999 for libraries and applications).
-fn close_code_allowed(code: u16) -> bool {
+pub fn close_code_allowed(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// A control frame's payload, whole and unmasked.
+fn control(opcode: u8, mut p: Vec<u8>, mask: [u8; 4]) -> Result<Inbound, CodecError> {
+    unmask(&mut p, mask);
+    match opcode {
+        OP_PING => Ok(Inbound::Ping(p)),
+        OP_PONG => Ok(Inbound::Pong),
+        _ => match p.len() {
+            0 => Ok(Inbound::Close(None)),
+            1 => Err(CodecError::Protocol("close frame of one byte")),
+            _ => {
+                let code = u16::from_be_bytes([p[0], p[1]]);
+                if !close_code_allowed(code) {
+                    return Err(CodecError::Protocol("close code not allowed"));
+                }
+                if std::str::from_utf8(&p[2..]).is_err() {
+                    return Err(CodecError::InvalidUtf8);
+                }
+                Ok(Inbound::Close(Some(code)))
+            }
+        },
+    }
 }
 
 impl Decoder {
@@ -186,14 +306,23 @@ impl Decoder {
         }
     }
 
-    /// Whether a fragmented message is in progress.
+    /// Whether a data message is in progress.
     pub fn in_message(&self) -> bool {
         self.partial.is_some()
     }
 
-    /// Decodes the frame at the front of `input`, if it is all there. A data message over
-    /// the limit is refused as soon as its header is.
+    /// Decodes from the front of `input`: a whole control frame once it is all there, a
+    /// data frame's header, or whatever part of a data frame's payload has arrived. A
+    /// data message over the limit is refused as soon as its header is, and invalid UTF-8
+    /// as soon as its bytes are.
     pub fn decode(&mut self, input: &[u8]) -> Result<Decoded, CodecError> {
+        if let Some(p) = self.partial.as_mut().filter(|p| p.frame.is_some()) {
+            if input.is_empty() {
+                return Ok(Decoded::Incomplete);
+            }
+            let consumed = p.take(input)?;
+            return self.progress(consumed);
+        }
         let Some(h) = parse_header(input)? else {
             return Ok(Decoded::Incomplete);
         };
@@ -220,61 +349,63 @@ impl Decoder {
         let start = h.len + 4;
         // Within the message limit (or 125 for control frames), so it fits in usize.
         let payload_len = h.payload as usize;
-        let Some(raw) = input.get(start..start + payload_len) else {
-            return Ok(Decoded::Incomplete);
-        };
-        let consumed = start + payload_len;
-        let frame = |message| Ok(Decoded::Frame { consumed, message });
-        match h.opcode {
-            OP_PING => {
-                let mut p = raw.to_vec();
-                unmask(&mut p, mask);
-                frame(Some(Inbound::Ping(p)))
-            }
-            OP_PONG => frame(Some(Inbound::Pong)),
-            OP_CLOSE => {
-                let mut p = raw.to_vec();
-                unmask(&mut p, mask);
-                match p.len() {
-                    0 => frame(Some(Inbound::Close(None))),
-                    1 => Err(CodecError::Protocol("close frame of one byte")),
-                    _ => {
-                        let code = u16::from_be_bytes([p[0], p[1]]);
-                        if !close_code_allowed(code) {
-                            return Err(CodecError::Protocol("close code not allowed"));
-                        }
-                        if std::str::from_utf8(&p[2..]).is_err() {
-                            return Err(CodecError::InvalidUtf8);
-                        }
-                        frame(Some(Inbound::Close(Some(code))))
-                    }
-                }
-            }
-            _ => {
-                let mut partial = match self.partial.take() {
-                    Some(p) => p,
-                    None => Box::new(Partial {
-                        text: h.opcode == OP_TEXT,
-                        data: Vec::new(),
-                    }),
-                };
-                let at = partial.data.len();
-                partial.data.extend_from_slice(raw);
-                unmask(&mut partial.data[at..], mask);
-                if !h.fin {
-                    self.partial = Some(partial);
-                    return frame(None);
-                }
-                let Partial { text, data } = *partial;
-                if !text {
-                    return frame(Some(Inbound::Binary));
-                }
-                match String::from_utf8(data) {
-                    Ok(s) => frame(Some(Inbound::Text(s))),
-                    Err(_) => Err(CodecError::InvalidUtf8),
-                }
-            }
+        if !is_data {
+            let Some(raw) = input.get(start..start + payload_len) else {
+                return Ok(Decoded::Incomplete);
+            };
+            let message = control(h.opcode, raw.to_vec(), mask)?;
+            return Ok(Decoded::Progress {
+                consumed: start + payload_len,
+                message: Some(message),
+            });
         }
+        // The common case, a whole unfragmented message at once, skips the `Partial`.
+        if self.partial.is_none()
+            && h.fin
+            && let Some(raw) = input.get(start..start + payload_len)
+        {
+            let mut data = raw.to_vec();
+            unmask(&mut data, mask);
+            let message = if h.opcode == OP_TEXT {
+                Inbound::Text(String::from_utf8(data).map_err(|_| CodecError::InvalidUtf8)?)
+            } else {
+                Inbound::Binary(data)
+            };
+            return Ok(Decoded::Progress {
+                consumed: start + payload_len,
+                message: Some(message),
+            });
+        }
+        let p = self.partial.get_or_insert_with(|| {
+            Box::new(Partial {
+                text: h.opcode == OP_TEXT,
+                data: Vec::new(),
+                checked: 0,
+                frame: None,
+                ended: false,
+            })
+        });
+        p.frame = Some(Payload {
+            fin: h.fin,
+            left: payload_len,
+            mask,
+            phase: 0,
+        });
+        let taken = p.take(&input[start..])?;
+        self.progress(start + taken)
+    }
+
+    /// After taking `consumed` bytes of a data frame: the message, if that ended it.
+    fn progress(&mut self, consumed: usize) -> Result<Decoded, CodecError> {
+        let ended = self
+            .partial
+            .as_ref()
+            .is_some_and(|p| p.frame.is_none() && p.ended);
+        let message = match ended {
+            true => self.partial.take().map(|p| p.into_message()).transpose()?,
+            false => None,
+        };
+        Ok(Decoded::Progress { consumed, message })
     }
 }
 

@@ -3,9 +3,10 @@
 //!
 //! Memory is the design constraint here: at a million connections every byte kept per
 //! socket is a megabyte. So an idle `Conn` holds no buffer at all. Reads land in a stack
-//! buffer first and only bytes of an incomplete frame are kept (in `rbuf`, freed once it
-//! empties); writes gather frames in `wbuf` for one write per batch and free it once the
-//! batch is out.
+//! buffer first; the decoder takes a data payload as it arrives (into the message in
+//! progress), so only the bytes of an incomplete header or control frame are kept (in
+//! `rbuf`, freed once it empties); writes gather frames in `wbuf` for one write per batch
+//! and free it once the batch is out.
 //!
 //! Every operation is cancel-safe: progress lives in `self`, so a read abandoned by a
 //! `select!` loses no bytes and a write cut short by a timeout keeps its remainder, which
@@ -39,8 +40,8 @@ pub enum RecvError {
 pub struct Conn<S> {
     io: S,
     decoder: Decoder,
-    /// Unparsed bytes read from the socket: at most one incomplete frame once decoding
-    /// has run. Empty and unallocated when idle.
+    /// Unparsed bytes read from the socket: at most an incomplete frame header or control
+    /// frame once decoding has run. Empty and unallocated when idle.
     rbuf: Vec<u8>,
     rpos: usize,
     /// Frames not yet written. Empty and unallocated when idle.
@@ -81,7 +82,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 match self.decoder.decode(&self.rbuf[self.rpos..]) {
                     Err(e) => return Err(RecvError::Codec(e)),
                     Ok(Decoded::Incomplete) => break,
-                    Ok(Decoded::Frame { consumed, message }) => {
+                    Ok(Decoded::Progress { consumed, message }) => {
                         self.rpos += consumed;
                         if let Some(m) = message {
                             self.compact();
@@ -135,6 +136,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub fn feed_text(&mut self, text: &[u8]) {
         codec::put_header(&mut self.wbuf, codec::OP_TEXT, text.len());
         self.wbuf.extend_from_slice(text);
+    }
+
+    /// Queues a binary frame of `data` and writes everything queued. (The relay's own
+    /// protocol is text only; this is for tools on this layer, such as the Autobahn echo
+    /// server in `examples/`.)
+    pub async fn send_binary(&mut self, data: &[u8]) -> io::Result<()> {
+        codec::put_header(&mut self.wbuf, codec::OP_BINARY, data.len());
+        self.wbuf.extend_from_slice(data);
+        self.flush().await
     }
 
     /// Queues a text frame of `text` and writes everything queued.
@@ -245,6 +255,26 @@ mod tests {
         assert_eq!(conn.rbuf.capacity(), 0);
         drop(writer.await.unwrap());
         assert!(matches!(conn.recv().await, Err(RecvError::Gone)));
+    }
+
+    // Paused clock: the timeout below fires only once the read has taken all it can.
+    #[tokio::test(start_paused = true)]
+    async fn a_payload_in_progress_is_not_kept_in_the_read_buffer() {
+        let (mut client, server) = duplex(1 << 16);
+        let mut conn = Conn::new(server, &[], 1 << 16);
+        // A 10,000-byte binary frame (16-bit length): header, mask, then half the payload.
+        let mut frame = vec![0x82, 0x80 | 126, 0x27, 0x10, 0, 0, 0, 0];
+        frame.extend_from_slice(&[7u8; 10_000]);
+        client.write_all(&frame[..5_008]).await.unwrap();
+        // The read waits for the rest; abandon it once everything sent has been taken.
+        let wait = tokio::time::timeout(Duration::from_secs(1), conn.recv()).await;
+        assert!(wait.is_err(), "the message is not complete yet");
+        assert!(conn.decoder.in_message());
+        assert_eq!(conn.rbuf.capacity(), 0, "the payload went to the message");
+        client.write_all(&frame[5_008..]).await.unwrap();
+        assert_eq!(conn.recv().await.unwrap(), Inbound::Binary(vec![7; 10_000]));
+        assert!(!conn.decoder.in_message());
+        assert_eq!(conn.rbuf.capacity(), 0);
     }
 
     #[tokio::test]

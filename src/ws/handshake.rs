@@ -53,13 +53,14 @@ impl std::fmt::Display for Why {
     }
 }
 
-/// The close code for a client's bytes that are not valid WebSocket. The contract's
-/// table has 1008 for every protocol violation and 1009 for size, and clients act on
-/// that table, so RFC 6455's finer 1002 and 1007 are not used.
+/// The close code for a client's bytes that are not valid WebSocket, as RFC 6455 7.4.1
+/// and PROTOCOL.md 3.4 give it: 1002 for framing, 1007 for invalid UTF-8, 1009 for size.
+/// (1008 is kept for violations of the relay's own protocol, above the framing.)
 pub(crate) fn codec_close(e: CodecError) -> CloseCode {
     match e {
+        CodecError::Protocol(_) => CloseCode::ProtocolError,
+        CodecError::InvalidUtf8 => CloseCode::InvalidPayload,
         CodecError::TooLarge => CloseCode::FrameTooLarge,
-        CodecError::Protocol(_) | CodecError::InvalidUtf8 => CloseCode::ProtocolViolation,
     }
 }
 
@@ -124,7 +125,7 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Inbound::Pong => continue,
             Inbound::Close(code) => return Err(End::Answer(code)),
-            Inbound::Binary => return Err(End::Close(CloseCode::ProtocolViolation)),
+            Inbound::Binary(_) => return Err(End::Close(CloseCode::UnsupportedData)),
         };
         let token = match ClientFrame::parse(&text) {
             Ok(ClientFrame::Connect { token }) => token,

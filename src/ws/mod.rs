@@ -33,12 +33,12 @@ pub async fn upgrade(
     mut req: Request,
 ) -> Response {
     let peer = state.proxies.client(peer.0, req.headers());
-    let accept = match accept_key(req.version(), req.headers()) {
+    let Accepted {
+        on_upgrade,
+        response,
+    } = match accept(&mut req) {
         Ok(a) => a,
         Err(refused) => return refused,
-    };
-    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return ApiError::BadRequest("this connection cannot be upgraded".into()).into_response();
     };
     if state.shutdown.is_cancelled() {
         return ApiError::Unavailable("shutting down").into_response();
@@ -69,13 +69,40 @@ pub async fn upgrade(
             session::start(upgraded, state, peer, guard);
         }
     });
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
+    response
+}
+
+/// An opening handshake that was accepted: the upgraded stream to come, and the `101`
+/// response that hands the connection over to it.
+#[derive(Debug)]
+pub struct Accepted {
+    /// Resolves to the upgraded stream once `response` is sent.
+    pub on_upgrade: hyper::upgrade::OnUpgrade,
+    /// The `101 Switching Protocols` answer.
+    pub response: Response,
+}
+
+/// Checks an opening handshake (RFC 6455 4.2.1) and prepares its upgrade, or gives the
+/// `400` that refuses it. Public for tools built on this WebSocket layer (the Autobahn
+/// echo server in `examples/`); the relay adds its own admission checks in [`upgrade`].
+#[allow(clippy::result_large_err)]
+pub fn accept(req: &mut Request) -> Result<Accepted, Response> {
+    let accept = accept_key(req.version(), req.headers())?;
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return Err(
+            ApiError::BadRequest("this connection cannot be upgraded".into()).into_response(),
+        );
+    };
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    r
+    Ok(Accepted {
+        on_upgrade,
+        response,
+    })
 }
 
 /// Checks an opening handshake (RFC 6455 4.2.1) and gives its `Sec-WebSocket-Accept`.

@@ -326,7 +326,7 @@ impl Session {
                     let next = match msg {
                         // Boxed: rare and large; keeps the idle session future small.
                         Inbound::Text(t) => Box::pin(self.on_frame(conn, &t)).await,
-                        Inbound::Binary => Next::End(End::Close(CloseCode::ProtocolViolation)),
+                        Inbound::Binary(_) => Next::End(End::Close(CloseCode::UnsupportedData)),
                         Inbound::Ping(p) => {
                             let pong = codec::pong_frame(&p);
                             match Box::pin(tokio::time::timeout(ws.write_timeout, conn.send_frame(&pong))).await {

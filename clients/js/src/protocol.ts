@@ -15,6 +15,9 @@ export interface CloseCodeInfo {
 /** Close codes of PROTOCOL.md section 3.4. */
 export const CloseCode = {
   GoingAway: 1001,
+  ProtocolError: 1002,
+  UnsupportedData: 1003,
+  InvalidPayload: 1007,
   ProtocolViolation: 1008,
   FrameTooLarge: 1009,
   InternalError: 1011,
@@ -29,6 +32,11 @@ export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 /** The table of close codes with their retry policy (mirrors tests/fixtures/protocol.json). */
 export const CLOSE_CODES: readonly CloseCodeInfo[] = Object.freeze([
   { code: 1001, name: "going_away", retry: "recover" },
+  // 1002, 1003, 1007 and 1008: this client sent what the relay cannot accept; reconnecting
+  // would send it again, so the fix is in the client, not a retry.
+  { code: 1002, name: "protocol_error", retry: "never" },
+  { code: 1003, name: "unsupported_data", retry: "never" },
+  { code: 1007, name: "invalid_payload", retry: "never" },
   { code: 1008, name: "protocol_violation", retry: "never" },
   { code: 1009, name: "frame_too_large", retry: "never" },
   { code: 1011, name: "internal_error", retry: "recover" },

@@ -33,7 +33,7 @@ fn decode_all(d: &mut Decoder, input: &[u8], chunk: usize) -> Result<Vec<Inbound
         loop {
             match d.decode(&buf[pos..])? {
                 Decoded::Incomplete => break,
-                Decoded::Frame { consumed, message } => {
+                Decoded::Progress { consumed, message } => {
                     assert!(consumed > 0 && pos + consumed <= buf.len());
                     pos += consumed;
                     out.extend(message);
@@ -150,6 +150,18 @@ fn refuses_each_kind_of_bad_framing() {
             CodecError::Protocol("close code not allowed"),
         ),
         (
+            client_frame(true, OP_CLOSE, &[0x03, 0xee], MASK),
+            CodecError::Protocol("close code not allowed"),
+        ),
+        (
+            client_frame(true, OP_CLOSE, &[0x03, 0xf7], MASK),
+            CodecError::Protocol("close code not allowed"),
+        ),
+        (
+            client_frame(true, OP_CLOSE, &[0x13, 0x88], MASK),
+            CodecError::Protocol("close code not allowed"),
+        ),
+        (
             client_frame(true, OP_CLOSE, &[0x03, 0xe8, 0xff], MASK),
             CodecError::InvalidUtf8,
         ),
@@ -175,6 +187,105 @@ fn invalid_utf8_split_across_fragments_is_refused_and_valid_utf8_split_is_kept()
 }
 
 #[test]
+fn each_error_has_its_rfc_6455_close_code() {
+    assert_eq!(CodecError::Protocol("reserved bits set").close_code(), 1002);
+    assert_eq!(CodecError::InvalidUtf8.close_code(), 1007);
+    assert_eq!(CodecError::TooLarge.close_code(), 1009);
+}
+
+/// Feeds `input` to `d` as one socket read: decodes until it needs more bytes.
+fn feed(d: &mut Decoder, input: &[u8]) -> Result<(usize, Vec<Inbound>), CodecError> {
+    let (mut pos, mut out) = (0, Vec::new());
+    while let Decoded::Progress { consumed, message } = d.decode(&input[pos..])? {
+        pos += consumed;
+        out.extend(message);
+    }
+    Ok((pos, out))
+}
+
+#[test]
+fn the_first_bad_fragment_is_refused_before_the_message_ends() {
+    let mut d = Decoder::new(1024);
+    let first = client_frame(false, OP_TEXT, "κόσμε".as_bytes(), MASK);
+    assert_eq!(feed(&mut d, &first), Ok((first.len(), vec![])));
+    assert!(d.in_message());
+    // U+110000 and beyond cannot be UTF-8: refused with no final frame in sight.
+    let bad = client_frame(false, OP_CONTINUATION, b"\xf4\x90\x80\x80", MASK);
+    assert_eq!(feed(&mut d, &bad), Err(CodecError::InvalidUtf8));
+}
+
+#[test]
+fn bad_utf8_inside_one_frame_is_refused_before_the_frame_ends() {
+    let mut d = Decoder::new(1024);
+    let mut text = b"hello ".to_vec();
+    text.extend_from_slice(b"\xed\xa0\x80"); // a UTF-16 surrogate, never valid UTF-8
+    text.extend_from_slice(&[b'x'; 50]);
+    let f = client_frame(true, OP_TEXT, &text, MASK);
+    // Header (2 bytes), mask (4), then the first 3 payload bytes: taken, no message yet.
+    assert_eq!(feed(&mut d, &f[..9]), Ok((9, vec![])));
+    assert!(d.in_message());
+    // The next read holds the surrogate: refused although 50 bytes of the frame are
+    // still to come.
+    assert_eq!(feed(&mut d, &f[9..20]), Err(CodecError::InvalidUtf8));
+}
+
+#[test]
+fn a_character_cut_by_a_read_or_a_fragment_waits_for_its_end() {
+    let euro = "€".as_bytes();
+    // Cut by the socket inside one frame.
+    let mut d = Decoder::new(1024);
+    let f = client_frame(true, OP_TEXT, "a€".as_bytes(), MASK);
+    assert_eq!(feed(&mut d, &f[..8]), Ok((8, vec![])));
+    assert_eq!(
+        feed(&mut d, &f[8..]),
+        Ok((f.len() - 8, vec![Inbound::Text("a€".into())]))
+    );
+    // A message whose last fragment ends inside a character is refused at its end.
+    let mut d = Decoder::new(1024);
+    let first = client_frame(false, OP_TEXT, &euro[..2], MASK);
+    assert_eq!(feed(&mut d, &first), Ok((first.len(), vec![])));
+    let last = client_frame(true, OP_CONTINUATION, &[], MASK);
+    assert_eq!(feed(&mut d, &last), Err(CodecError::InvalidUtf8));
+}
+
+#[test]
+fn a_payload_is_taken_as_it_arrives_and_nothing_is_kept_after_the_message() {
+    let mut d = Decoder::new(100_000);
+    let data: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
+    let f = client_frame(true, OP_BINARY, &data, MASK);
+    let mut got = Vec::new();
+    // Reads of 4096 bytes, as `Conn` does: past the 14-byte header, every read is taken
+    // whole (the caller keeps nothing of a data payload).
+    let mut pending = Vec::new();
+    for piece in f.chunks(4096) {
+        pending.extend_from_slice(piece);
+        let (taken, msgs) = feed(&mut d, &pending).unwrap();
+        assert_eq!(taken, pending.len());
+        pending.clear();
+        got.extend(msgs);
+    }
+    assert_eq!(got, vec![Inbound::Binary(data)]);
+    assert!(
+        !d.in_message(),
+        "the message in progress is dropped once complete"
+    );
+}
+
+#[test]
+fn fragmented_binary_messages_keep_their_bytes() {
+    let mut input = client_frame(false, OP_BINARY, &[0xff, 0], MASK);
+    input.extend(client_frame(true, OP_PING, b"", MASK));
+    input.extend(client_frame(true, OP_CONTINUATION, &[0xfe], MASK));
+    assert_eq!(
+        one(&input),
+        Ok(vec![
+            Inbound::Ping(vec![]),
+            Inbound::Binary(vec![0xff, 0, 0xfe])
+        ])
+    );
+}
+
+#[test]
 fn a_message_over_the_limit_is_refused_from_its_header_alone() {
     let mut d = Decoder::new(1000);
     // The header announces 1001 bytes; neither the mask nor the payload has arrived.
@@ -188,7 +299,7 @@ fn a_message_over_the_limit_is_refused_from_its_header_alone() {
     let first = client_frame(false, OP_TEXT, &[b'a'; 600], MASK);
     assert!(matches!(
         d.decode(&first),
-        Ok(Decoded::Frame { message: None, .. })
+        Ok(Decoded::Progress { message: None, .. })
     ));
     assert!(d.in_message());
     let second = client_frame(true, OP_CONTINUATION, &[b'a'; 401], MASK);
@@ -213,7 +324,7 @@ fn binary_pong_and_close_frames() {
     assert_eq!(
         one(&input),
         Ok(vec![
-            Inbound::Binary,
+            Inbound::Binary(vec![0, 1, 2]),
             Inbound::Pong,
             Inbound::Close(Some(1000)),
             Inbound::Close(None)
@@ -302,7 +413,7 @@ proptest! {
                 }
                 Msg::Binary(b) => {
                     input.extend(client_frame(true, OP_BINARY, b, mask));
-                    want.push(Inbound::Binary);
+                    want.push(Inbound::Binary(b.clone()));
                 }
                 Msg::Ping(p) => {
                     input.extend(client_frame(true, OP_PING, p, mask));
@@ -343,7 +454,7 @@ fn decode_all_until_error(
     let mut out = Vec::new();
     for piece in input.chunks(chunk.max(1)) {
         buf.extend_from_slice(piece);
-        while let Decoded::Frame { consumed, message } = d.decode(&buf[pos..])? {
+        while let Decoded::Progress { consumed, message } = d.decode(&buf[pos..])? {
             pos += consumed;
             out.extend(message);
         }

@@ -149,8 +149,8 @@ test("after a network drop it reconnects with a fresh token and resubscribes wit
   sc.close();
 });
 
-test("close codes: never retried for 4001, 4003, 1008, 1009", async () => {
-  for (const code of [4001, 4003, 1008, 1009]) {
+test("close codes: never retried for 4001, 4003, 1002, 1003, 1007, 1008, 1009 (a client bug is not retried in a loop)", async () => {
+  for (const code of [4001, 4003, 1002, 1003, 1007, 1008, 1009]) {
     FakeWS.reset();
     const { sc, errors, tokens } = make({ backoff: { baseMs: 1, maxMs: 2 } });
     await until(() => FakeWS.last);
