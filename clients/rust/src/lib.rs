@@ -13,6 +13,8 @@
 //! - [`subscriber`]: reconnect with backoff per close code, `since` recovery with no gap
 //!   and no duplicate, `recovered:false` callback, in-band refresh ([`Subscriber`]).
 //! - [`names`]: the name rules of channels, namespaces, events and app ids.
+//! - [`wire`]: the protocol frame by frame, without retries or decryption, for tests of a
+//!   relay and for tools (the relay's black-box tests and its load generator use it).
 //!
 //! ```
 //! use sealcast_client::{PayloadKey, Signer, payload};
@@ -30,6 +32,7 @@ pub mod payload;
 pub mod publish;
 pub mod subscriber;
 pub mod token;
+pub mod wire;
 
 pub use payload::{KeyRing, PayloadError, PayloadKey};
 pub use publish::{Error, PublishResult, Publisher, RetryPolicy};
