@@ -394,3 +394,29 @@ async fn a_refused_subscription_ends_and_a_foreign_key_is_dropped_and_reported()
     let v: Value = serde_json::from_slice(&plaintext).unwrap();
     assert_eq!(v["now"], "readable");
 }
+
+#[tokio::test]
+async fn two_subscriptions_share_a_channel_and_each_tracks_its_position() {
+    let relay = Relay::start("127.0.0.1:0", "");
+    let (o, _probe) = options(&relay.ws_url(), 3600);
+    let sub = Subscriber::start(o);
+    let ch = channel("shared");
+    let mut a = sub.subscribe(&ch, SubscribeOptions::default()).unwrap();
+    subscribed(&mut a).await;
+    let p = publisher(&relay);
+    p.publish(&ch, "Ev", &json!(1)).await.unwrap();
+    assert_eq!(publication(&mut a).await.0, 1);
+    // A second listener on the live channel learns where the stream stands.
+    let mut b = sub.subscribe(&ch, SubscribeOptions::default()).unwrap();
+    let (at, recovered) = subscribed(&mut b).await;
+    assert_eq!((at.offset, recovered), (1, None));
+    p.publish(&ch, "Ev", &json!(2)).await.unwrap();
+    assert_eq!(publication(&mut a).await.0, 2);
+    assert_eq!(publication(&mut b).await.0, 2);
+    assert_eq!(b.position().unwrap().offset, 2);
+    // Dropping one keeps the relay subscription for the other.
+    drop(a);
+    p.publish(&ch, "Ev", &json!(3)).await.unwrap();
+    assert_eq!(publication(&mut b).await.0, 3);
+    assert_eq!(b.position().unwrap().offset, 3);
+}

@@ -12,6 +12,8 @@ pub(crate) struct Listener {
     pub(crate) id: u64,
     pub(crate) tx: mpsc::Sender<Event>,
     pub(crate) on_recovery_failed: Option<RecoveryFn>,
+    /// The position its `Subscription` handle reads.
+    pub(crate) position: Arc<Mutex<Option<Position>>>,
 }
 
 /// The relay subscription of a channel on the current socket.
@@ -35,13 +37,11 @@ pub(crate) struct Chan {
     pub(crate) offset: Option<u64>,
     /// Publications up to this offset are a replay.
     pub(crate) replay_until: u64,
-    /// The position every `Subscription` handle of this channel reads.
-    pub(crate) shared: Arc<Mutex<Option<Position>>>,
 }
 
 impl Chan {
     /// A channel not yet subscribed on the wire, starting after `since` when given.
-    pub(crate) fn new(since: Option<Position>, shared: Arc<Mutex<Option<Position>>>) -> Chan {
+    pub(crate) fn new(since: Option<Position>) -> Chan {
         Chan {
             listeners: Vec::new(),
             wire: Wire::None,
@@ -50,7 +50,6 @@ impl Chan {
             epoch: since.as_ref().map(|p| p.epoch.clone()),
             offset: since.as_ref().map(|p| p.offset),
             replay_until: 0,
-            shared,
         }
     }
 
@@ -64,7 +63,10 @@ impl Chan {
 
     /// Publishes the position to the handles.
     pub(crate) fn share(&self) {
-        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = self.position();
+        let p = self.position();
+        for l in &self.listeners {
+            *l.position.lock().unwrap_or_else(|e| e.into_inner()) = p.clone();
+        }
     }
 
     /// Applies the relay's `subscribed`. When it recovered from `asked`, the replay of
@@ -118,13 +120,17 @@ mod tests {
     use super::*;
 
     fn chan(since: Option<(&str, u64)>) -> Chan {
-        Chan::new(
-            since.map(|(e, o)| Position {
-                epoch: e.into(),
-                offset: o,
-            }),
-            Arc::default(),
-        )
+        let mut c = Chan::new(since.map(|(e, o)| Position {
+            epoch: e.into(),
+            offset: o,
+        }));
+        c.listeners.push(Listener {
+            id: 1,
+            tx: mpsc::channel(1).0,
+            on_recovery_failed: None,
+            position: Arc::default(),
+        });
+        c
     }
 
     #[test]
@@ -137,7 +143,16 @@ mod tests {
         assert_eq!(c.accept(4), Accept::Next);
         assert_eq!(c.accept(4), Accept::Duplicate);
         assert_eq!(c.accept(6), Accept::Gap(4));
-        assert_eq!(c.shared.lock().unwrap().as_ref().unwrap().offset, 6);
+        assert_eq!(
+            c.listeners[0]
+                .position
+                .lock()
+                .unwrap()
+                .as_ref()
+                .unwrap()
+                .offset,
+            6
+        );
     }
 
     #[test]

@@ -395,9 +395,9 @@ impl Subscriber {
                 id,
                 tx,
                 on_recovery_failed: options.on_recovery_failed,
+                position: Arc::clone(&position),
             },
             since: options.since,
-            position: Arc::clone(&position),
         });
         Ok(Subscription {
             channel: channel.into(),

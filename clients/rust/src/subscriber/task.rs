@@ -3,7 +3,6 @@
 //! their events through bounded queues, in the order the relay sent them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -44,7 +43,6 @@ pub(crate) enum Command {
         channel: String,
         listener: Listener,
         since: Option<Position>,
-        position: Arc<Mutex<Option<Position>>>,
     },
     Unsubscribe {
         channel: String,
@@ -625,16 +623,13 @@ impl Task {
                 channel,
                 listener,
                 since,
-                position,
             } => {
                 let ch = self
                     .channels
                     .entry(channel.clone())
-                    .or_insert_with(|| Chan::new(since, Arc::clone(&position)));
-                if !Arc::ptr_eq(&ch.shared, &position) {
-                    // The channel already exists: this handle reads its position.
-                    *position.lock().unwrap_or_else(|p| p.into_inner()) = ch.position();
-                }
+                    .or_insert_with(|| Chan::new(since));
+                // A channel that already exists: the handle reads its position.
+                *listener.position.lock().unwrap_or_else(|p| p.into_inner()) = ch.position();
                 let tx = listener.tx.clone();
                 ch.listeners.push(listener);
                 match (ch.wire, ws) {
