@@ -51,6 +51,9 @@ pub fn config(listen: SocketAddr) -> (Config, DevSecrets) {
     };
     let mut config = Config::with_apps(listen, vec![app]);
     config.dev = true;
+    // Dev mode has one local app and no admin listener: show the metrics where they are
+    // easy to find.
+    config.http.public_metrics = true;
     (config, secrets)
 }
 

@@ -35,6 +35,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod health;
 pub mod history;
 pub mod http;
 pub mod hub;
@@ -154,6 +155,10 @@ impl Server {
             Some(addr) => Some(bind_listener(addr)?),
             None => None,
         };
+        metrics.register_apps(config.apps.iter().map(|a| a.id.as_str()));
+        metrics.set_ceiling("connections", config.limits.max_connections);
+        metrics.set_ceiling("history_bytes", config.history.max_bytes);
+        metrics.set_ceiling("channels", config.history.max_channels);
         let state = Arc::new(AppState {
             auth: arc_swap::ArcSwap::from_pointee(authenticator(&config)),
             limits: limits::Limits::new(config.limits.clone(), Arc::clone(&metrics)),
@@ -211,10 +216,13 @@ impl Server {
         }));
         let reloader = tokio::spawn(reload::tls_watch(Arc::clone(&state)));
         let app = http::router(Arc::clone(&state));
-        let listening = state.shutdown.clone();
+        // Not `state.shutdown`: the public listener keeps answering through the drain
+        // (503 to upgrades and readiness probes) and stops only at its end.
+        let listening = CancellationToken::new();
         let header_timeout = state.config.http.header_read_timeout;
-        // The admin listener outlives the drain, so that `/readyz` answers 503 and `/metrics`
-        // shows the sessions closing until the process exits.
+        // The admin listener outlives the drain (it stops after the public one), so that
+        // `/readyz` answers 503 and `/metrics` shows the sessions closing until the process
+        // exits.
         let admin_stop = CancellationToken::new();
         let admin = self.admin.map(|l| {
             let routes = http::admin_router(Arc::clone(&state));
@@ -224,7 +232,7 @@ impl Server {
         let serving = match &state.tls {
             None => {
                 let l = listener::PlainListener(self.listener);
-                tokio::spawn(server::serve(l, app, header_timeout, listening))
+                tokio::spawn(server::serve(l, app, header_timeout, listening.clone()))
             }
             Some(tls) => {
                 let cfg = state
@@ -238,12 +246,12 @@ impl Server {
                     cfg,
                     Arc::clone(&state.metrics),
                 )?;
-                tokio::spawn(server::serve(l, app, header_timeout, listening))
+                tokio::spawn(server::serve(l, app, header_timeout, listening.clone()))
             }
         };
         state.ready.store(true, Ordering::Release);
         stop.cancelled().await;
-        shutdown::drain(&state, serving).await;
+        shutdown::drain(&state, serving, listening).await;
         admin_stop.cancel();
         if let Some(admin) = admin {
             // Requests in flight on it are a scrape or a probe: short.

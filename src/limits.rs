@@ -1,5 +1,5 @@
 //! Connection and rate limits (`[limits]`). Every limit counts its refusals in
-//! `sealcast_limit_hits_total{name=...}`.
+//! `sealcast_limit_hits_total{limit=...}`.
 //!
 //! Counts are held by RAII guards, so a session that ends for any reason gives its places
 //! back. Rate limits are `governor` token buckets (GCRA) keyed by client IP and by app;
@@ -254,6 +254,11 @@ impl Limits {
         self.connect_rate.shrink_to_fit();
         self.publish_rate.retain_recent();
         self.publish_rate.shrink_to_fit();
+    }
+
+    /// Authenticated sessions of `app` now (for `sealcast_sessions{app}`).
+    pub fn sessions_of(&self, app: &AppId) -> usize {
+        self.per_app.get(app).map_or(0, |n| *n)
     }
 }
 

@@ -45,6 +45,15 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: cli::KeyFormat,
     },
+    /// Probe a running relay (the container's HEALTHCHECK): exit 0 on a 2xx answer, 1 otherwise.
+    Health {
+        /// The probe's URL (plain HTTP; the admin listener's /readyz or /healthz).
+        #[arg(long, default_value = "http://127.0.0.1:9090/readyz")]
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Mint a token for operators and scripts, or check one.
     Token {
         #[command(subcommand)]
@@ -303,6 +312,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, dev } => serve(config, dev).await,
+        Command::Health { url, timeout } => sealcast::health::check(&url, timeout).await,
         Command::Keygen { format } => {
             let secret = dev::fresh_secret_text();
             let key = STANDARD.encode(payload::generate_key());

@@ -35,13 +35,31 @@ pub enum ReloadError {
     /// The file no longer loads; the running config stays.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// A key names an environment variable this process does not have.
+    #[error(
+        "{0}; a running process cannot gain a new environment variable: give keys that you \
+         rotate with SIGHUP as secret_file (or set the variable and restart)"
+    )]
+    MissingEnv(crate::config::ConfigError),
+}
+
+impl ReloadError {
+    /// Tells a missing `secret_env` variable apart, to say why SIGHUP cannot fix it.
+    fn from_config(e: crate::config::ConfigError) -> ReloadError {
+        match &e {
+            crate::config::ConfigError::Invalid { key, .. } if key.ends_with(".secret_env") => {
+                ReloadError::MissingEnv(e)
+            }
+            _ => ReloadError::Config(e),
+        }
+    }
 }
 
 /// Reloads apps and keys from the config file, then the TLS certificate. On any error the
 /// running configuration stays in force.
 pub fn reload(state: &AppState) -> Result<Reloaded, ReloadError> {
     let path = state.config.source.as_ref().ok_or(ReloadError::NoSource)?;
-    let fresh = Config::load(path)?;
+    let fresh = Config::load(path).map_err(ReloadError::from_config)?;
     let auth = Arc::new(authenticator(&fresh));
     state.auth.store(Arc::clone(&auth));
     state.quotas.reload(&fresh);

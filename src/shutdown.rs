@@ -1,10 +1,15 @@
 //! Shutdown, in a fixed order:
-//! 1. not ready (`/readyz` answers 503) and the listener stops accepting;
+//! 1. not ready: `/readyz` answers 503 at once, and a new WebSocket upgrade 503 with
+//!    `Retry-After`. The public listener keeps accepting and answering, so a client that a
+//!    load balancer still routes here (it has not yet seen the failed probe) gets an answer
+//!    it can act on instead of a refused connection;
 //! 2. every session closes with 1001 at a random moment within `shutdown.drain`, so that
 //!    clients do not reconnect all at once to the remaining replicas (one task walks the
 //!    registry in random order, instead of a timer per session; a session admitted after
 //!    the walk began sees the cancelled token and closes at once);
-//! 3. wait for the sessions to finish, at most `shutdown.grace` in all, then return.
+//! 3. once the drain window is over and the sessions have finished (at most
+//!    `shutdown.grace` after the signal in all), the listener stops, the HTTP requests in
+//!    flight finish, and this returns.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,23 +22,31 @@ use tokio_util::sync::CancellationToken;
 use crate::AppState;
 use crate::protocol::CloseCode;
 
-/// Runs steps 1 to 3. `serving` is the HTTP server task, which ends once its listener
-/// has stopped and its plain HTTP requests have finished.
-pub async fn drain(state: &Arc<AppState>, serving: JoinHandle<()>) {
+/// Runs steps 1 to 3. `serving` is the public HTTP server task, which stops accepting
+/// when `stop_listening` is cancelled and ends once its plain HTTP requests have finished.
+pub async fn drain(
+    state: &Arc<AppState>,
+    serving: JoinHandle<()>,
+    stop_listening: CancellationToken,
+) {
     let grace = state.config.shutdown.grace;
-    let deadline = tokio::time::Instant::now() + grace;
+    let window = state.config.shutdown.drain;
+    let deadline = Instant::now() + grace;
     state.ready.store(false, Ordering::Release);
-    tracing::info!(drain = ?state.config.shutdown.drain, "shutting down: closing sessions with 1001");
-    // The listener watches this token, and a session admitted from now on closes at once.
+    tracing::info!(drain = ?window, "shutting down: not ready, closing sessions with 1001");
+    // Upgrades answer 503 from now on, and a session admitted from now on closes at once.
     state.shutdown.cancel();
     state.sessions.close();
-    let closing = close_spread(state, state.config.shutdown.drain);
+    let closing = close_spread(state, window);
     let all_closed = async {
-        tokio::join!(closing, state.sessions.wait());
+        // The window is waited out even with no session left: the load balancer needs
+        // that long to notice the failed probe, and meanwhile it may still route here.
+        tokio::join!(closing, state.sessions.wait(), tokio::time::sleep(window));
     };
     if tokio::time::timeout_at(deadline, all_closed).await.is_err() {
         tracing::warn!("shutdown grace period over with sessions still open");
     }
+    stop_listening.cancel();
     if tokio::time::timeout_at(deadline, serving).await.is_err() {
         tracing::warn!("shutdown grace period over with HTTP requests in flight");
     }

@@ -7,28 +7,47 @@
 //! Metrics are one [`Metrics`] struct of `prometheus-client` handles (each an atomic),
 //! shared by `Arc`, rendered at `GET /metrics`.
 
-use prometheus_client::encoding::EncodeLabelSet;
+mod labels;
+mod process;
+
+pub use labels::*;
+
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-/// A single `name` label.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NameLabel {
-    /// The label value.
-    pub name: String,
+/// The commit the binary was built from: `SEALCAST_COMMIT` at build time (the Dockerfile
+/// passes it), else `unknown`.
+pub const COMMIT: &str = match option_env!("SEALCAST_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
+/// Latency buckets from 100 µs to ~13 s (doubling): a delivery on a quiet node takes
+/// well under a millisecond, one behind a slow consumer's backlog seconds.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
 }
 
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
 /// Every metric of the relay.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// Open WebSocket sessions (authenticated or not).
     pub connections: Gauge,
     /// WebSocket sessions ever accepted.
     pub connections_total: Counter,
+    /// Authenticated sessions per app (refreshed from the limits' counts at each scrape).
+    pub sessions: Family<AppLabel, Gauge>,
     /// Sessions closed, by close code name.
-    pub disconnects: Family<NameLabel, Counter>,
+    pub disconnects: Family<CodeLabel, Counter>,
     /// Live subscriptions.
     pub subscriptions: Gauge,
     /// Channels with state.
@@ -44,13 +63,13 @@ pub struct Metrics {
     /// Bytes of history held.
     pub history_bytes: Gauge,
     /// Tokens refused, by reason.
-    pub token_rejections: Family<NameLabel, Counter>,
+    pub token_rejections: Family<ReasonLabel, Counter>,
     /// Requests refused for reaching outside the token's namespace.
     pub forbidden: Counter,
     /// Times a limit was reached, by limit name.
-    pub limits: Family<NameLabel, Counter>,
+    pub limits: Family<LimitLabel, Counter>,
     /// HTTP API requests refused, by error code.
-    pub http_errors: Family<NameLabel, Counter>,
+    pub http_errors: Family<CodeLabel, Counter>,
     /// 1 while the broker can serve (always, in memory; on Redis, while it listens).
     pub broker_up: Gauge,
     /// Broker operations that failed (Redis unreachable or too slow).
@@ -63,21 +82,108 @@ pub struct Metrics {
     /// Live revocations held by this node (bounded per app by
     /// `limits.max_revocations_per_app`).
     pub revocations: Gauge,
+    /// Publish accepted (the frame encoded on this node) to frame written to the socket,
+    /// sampled: once per outbox flush, for its oldest frame.
+    pub delivery_latency: Histogram,
+    /// HTTP request duration by route and status (for `ws`, until the 101 answer).
+    pub http_requests: HistogramFamily<RouteLabels>,
+    /// WebSocket upgrade answered to token verified, for sessions that authenticate.
+    pub ws_auth_duration: Histogram,
+    /// 1 while the relay reports ready (0 from the start of a drain).
+    pub ready: Gauge,
+    /// When this node's broker canary last came back (unix seconds; in memory, the time
+    /// of the scrape: there is no stream to go stale).
+    pub broker_canary_timestamp: Gauge<f64, AtomicU64>,
+    /// The last canary's round trip through the broker, seconds.
+    pub broker_canary_rtt: Gauge<f64, AtomicU64>,
+    /// Configured ceilings, by limit (`connections`, `history_bytes`, `channels`), so that
+    /// alerts compare a gauge with its ceiling without repeating the config.
+    pub ceilings: Family<LimitLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+            sessions: Family::default(),
+            disconnects: Family::default(),
+            subscriptions: Gauge::default(),
+            channels: Gauge::default(),
+            publications: Counter::default(),
+            idempotent_repeats: Counter::default(),
+            deliveries: Counter::default(),
+            replayed: Counter::default(),
+            history_bytes: Gauge::default(),
+            token_rejections: Family::default(),
+            forbidden: Counter::default(),
+            limits: Family::default(),
+            http_errors: Family::default(),
+            broker_up: Gauge::default(),
+            broker_errors: Counter::default(),
+            broker_disconnects: Counter::default(),
+            delivery_latency: latency_histogram(),
+            http_requests: Family::new_with_constructor(latency_histogram),
+            ws_auth_duration: latency_histogram(),
+            ready: Gauge::default(),
+            ceilings: Family::default(),
+            broker_canary_timestamp: Gauge::default(),
+            broker_canary_rtt: Gauge::default(),
+            tls_handshakes: Gauge::default(),
+            revocations: Gauge::default(),
+        };
+        // Every labelled family with its known values, so each series exists at 0 from
+        // the start and `rate()` and `increase()` see its first event.
+        for r in TOKEN_REASONS {
+            let _ = m.token_rejections.get_or_create(&ReasonLabel {
+                reason: (*r).into(),
+            });
+        }
+        for l in LIMITS {
+            let _ = m.limits.get_or_create(&LimitLabel { limit: (*l).into() });
+        }
+        for c in disconnect_codes() {
+            let _ = m.disconnects.get_or_create(&CodeLabel { code: c.into() });
+        }
+        for c in HTTP_ERROR_CODES {
+            let _ = m
+                .http_errors
+                .get_or_create(&CodeLabel { code: (*c).into() });
+        }
+        for r in ROUTES {
+            let status = match *r {
+                "ws" => 101,
+                "other" => 404,
+                _ => 200,
+            };
+            let _ = m
+                .http_requests
+                .get_or_create(&RouteLabels { route: r, status });
+        }
+        m
+    }
 }
 
 impl Metrics {
     /// Counts a limit being reached.
     pub fn limit_hit(&self, limit: &str) {
+        self.limit_hits(limit, 1);
+    }
+
+    /// Counts a limit being reached `n` times.
+    pub fn limit_hits(&self, limit: &str, n: u64) {
         self.limits
-            .get_or_create(&NameLabel { name: limit.into() })
-            .inc();
+            .get_or_create(&LimitLabel {
+                limit: limit.into(),
+            })
+            .inc_by(n);
     }
 
     /// Counts a token refusal.
     pub fn token_rejected(&self, reason: &str) {
         self.token_rejections
-            .get_or_create(&NameLabel {
-                name: reason.into(),
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
             })
             .inc();
     }
@@ -85,20 +191,71 @@ impl Metrics {
     /// Counts a closed session.
     pub fn disconnected(&self, code: &str) {
         self.disconnects
-            .get_or_create(&NameLabel { name: code.into() })
+            .get_or_create(&CodeLabel { code: code.into() })
             .inc();
     }
 
     /// Counts an HTTP error answer.
     pub fn http_error(&self, code: &str) {
         self.http_errors
-            .get_or_create(&NameLabel { name: code.into() })
+            .get_or_create(&CodeLabel { code: code.into() })
             .inc();
     }
 
-    /// A registry holding clones of every handle, for rendering.
+    /// Records one HTTP request.
+    pub fn http_request(&self, route: &'static str, status: u16, started: Instant) {
+        self.http_requests
+            .get_or_create(&RouteLabels { route, status })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Records a configured ceiling (`sealcast_limit{limit}`).
+    pub fn set_ceiling(&self, limit: &str, value: usize) {
+        self.ceilings
+            .get_or_create(&LimitLabel {
+                limit: limit.into(),
+            })
+            .set(i64::try_from(value).unwrap_or(i64::MAX));
+    }
+
+    /// Registers the per-app series of each configured app at 0.
+    pub fn register_apps<'a>(&self, apps: impl IntoIterator<Item = &'a str>) {
+        for app in apps {
+            let _ = self.sessions.get_or_create(&AppLabel { app: app.into() });
+        }
+    }
+
+    /// Sets the authenticated sessions of one app.
+    pub fn set_sessions(&self, app: &str, n: usize) {
+        self.sessions
+            .get_or_create(&AppLabel { app: app.into() })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A registry holding clones of every handle, for rendering: the relay's own metrics
+    /// under `sealcast_`, and the conventional `process_*` ones.
     pub fn registry(&self) -> Registry {
-        let mut r = Registry::with_prefix("sealcast");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let r = root.sub_registry_with_prefix("sealcast");
+        r.register(
+            "build",
+            "The running build",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: COMMIT,
+            }),
+        );
+        r.register(
+            "ready",
+            "1 while the relay reports ready",
+            self.ready.clone(),
+        );
+        r.register(
+            "limit",
+            "Configured ceilings, by limit",
+            self.ceilings.clone(),
+        );
         r.register(
             "connections",
             "Open WebSocket sessions",
@@ -108,6 +265,11 @@ impl Metrics {
             "connections_accepted",
             "WebSocket sessions accepted",
             self.connections_total.clone(),
+        );
+        r.register(
+            "sessions",
+            "Authenticated sessions, by app",
+            self.sessions.clone(),
         );
         r.register(
             "disconnects",
@@ -190,7 +352,32 @@ impl Metrics {
             "Live revocations held",
             self.revocations.clone(),
         );
-        r
+        r.register(
+            "broker_canary_timestamp_seconds",
+            "When this node's broker canary last came back, unix seconds",
+            self.broker_canary_timestamp.clone(),
+        );
+        r.register(
+            "broker_canary_rtt_seconds",
+            "The last broker canary's round trip",
+            self.broker_canary_rtt.clone(),
+        );
+        r.register(
+            "delivery_latency_seconds",
+            "Publish accepted to frame written (sampled: the oldest frame of each write)",
+            self.delivery_latency.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request duration, by route and status",
+            self.http_requests.clone(),
+        );
+        r.register(
+            "ws_auth_duration_seconds",
+            "WebSocket upgrade answered to connect token verified",
+            self.ws_auth_duration.clone(),
+        );
+        root
     }
 
     /// Prometheus text exposition of every metric.

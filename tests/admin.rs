@@ -112,3 +112,85 @@ async fn metrics_move_to_the_admin_listener_which_reports_the_drain() {
     assert!(exit.success(), "{exit:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Issue 10 item 7: `/metrics` tells refusal reasons apart (unknown app, unknown kid, bad
+/// signature), so on a public port anyone could enumerate app ids and kids. Outside
+/// `serve --dev` it is served on the public listener only when `[http] public_metrics` asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_metrics_is_opt_in() {
+    let dir = temp_dir("public-metrics");
+    std::fs::create_dir_all(&dir).unwrap();
+    let apps =
+        "[[apps]]\nid = \"acme\"\n[[apps.keys]]\nkid = \"k1\"\nsecret_env = \"ACME_KEY_1\"\n";
+    let start = |name: &str, extra: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{extra}{apps}")).unwrap();
+        spawn(
+            &["serve", "--config", path.to_str().unwrap()],
+            &[("ACME_KEY_1", SECRET)],
+        )
+    };
+    // The default config, no admin listener: nothing to scrape on the public port.
+    let default = start("default.toml", "");
+    let public = format!("http://{}", default.addr);
+    assert_eq!(status(format!("{public}/metrics")).await, Some(404));
+    assert_eq!(status(format!("{public}/readyz")).await, Some(200));
+    drop(default);
+
+    // Opted in: served, with the refusal reasons it exposes.
+    let opted = start("opted.toml", "[http]\npublic_metrics = true\n");
+    let public = format!("http://{}", opted.addr);
+    let r = reqwest::get(format!("{public}/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("sealcast_token_rejections_total{reason=\"unknown_app\"}"),
+        "{text}"
+    );
+    drop(opted);
+
+    // Dev mode keeps it on the public port, which is the only one it has.
+    let dev = spawn(&["serve", "--dev"], &[("SEALCAST_LISTEN", "127.0.0.1:0")]);
+    assert_eq!(
+        status(format!("http://{}/metrics", dev.addr)).await,
+        Some(200)
+    );
+    drop(dev);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `sealcast health`, the image's HEALTHCHECK: exit 0 when the probe answers 2xx, 1 with
+/// a message otherwise (an error status, or nothing listening).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_subcommand_probes_the_admin_listener() {
+    let dir = temp_dir("health");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sealcast.toml");
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         [[apps]]\nid = \"acme\"\n[[apps.keys]]\nkid = \"k1\"\nsecret_env = \"ACME_KEY_1\"\n",
+    )
+    .unwrap();
+    let p = spawn(
+        &["serve", "--config", path.to_str().unwrap()],
+        &[("ACME_KEY_1", SECRET)],
+    );
+    let admin = p
+        .stdout_lines
+        .iter()
+        .find_map(|l| l.strip_prefix("sealcast admin listening on "))
+        .unwrap()
+        .to_string();
+    let health = |url: String| common::proc::run(&["health", "--url", &url], &[]);
+    let ok = health(format!("{admin}/readyz"));
+    assert!(ok.status.success(), "{ok:?}");
+    let not_found = health(format!("http://{}/metrics", p.addr));
+    assert_eq!(not_found.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&not_found.stderr).contains("404"));
+    drop(p);
+    let gone = health(format!("{admin}/readyz"));
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("no answer"));
+    std::fs::remove_dir_all(&dir).ok();
+}

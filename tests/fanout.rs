@@ -66,7 +66,7 @@ async fn stuck_client_scenario(batch: u64, bound: impl FnOnce(&mut sealcast::con
     let fast_took = started.elapsed();
     publishing.await.unwrap();
     assert!(
-        relay.metric("sealcast_limit_hits_total{name=\"outbound_queue\"}") >= 1.0,
+        relay.metric("sealcast_limit_hits_total{limit=\"outbound_queue\"}") >= 1.0,
         "the stuck client's queue overflowed"
     );
     // Now the stuck client reads: what was already in flight, then the 4008 close.

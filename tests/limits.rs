@@ -69,7 +69,7 @@ async fn only_allowed_origins_may_open_a_websocket() {
         assert_eq!(open_with_origin(&relay, Some(bad)).await, Err(403), "{bad}");
     }
     assert_eq!(
-        relay.metric("sealcast_limit_hits_total{name=\"origin\"}"),
+        relay.metric("sealcast_limit_hits_total{limit=\"origin\"}"),
         5.0
     );
     relay.stop().await;
@@ -85,7 +85,7 @@ async fn total_connections_are_capped_before_upgrade() {
     }
     assert_eq!(open_with_origin(&relay, None).await, Err(503));
     assert_eq!(
-        relay.metric("sealcast_limit_hits_total{name=\"connections\"}"),
+        relay.metric("sealcast_limit_hits_total{limit=\"connections\"}"),
         1.0
     );
     drop(held);
@@ -159,8 +159,8 @@ async fn sessions_per_app_and_per_namespace_are_capped_with_4029() {
     // Another app is counted apart.
     let other = MintClaims::connect("other", NS, "x", unix_now(), 600).sign(Some("k1"), OTHER_K1);
     assert!(Client::connect(&url, &other).await.is_ok());
-    assert!(relay.metric("sealcast_limit_hits_total{name=\"connections_per_namespace\"}") >= 1.0);
-    assert!(relay.metric("sealcast_limit_hits_total{name=\"connections_per_app\"}") >= 1.0);
+    assert!(relay.metric("sealcast_limit_hits_total{limit=\"connections_per_namespace\"}") >= 1.0);
+    assert!(relay.metric("sealcast_limit_hits_total{limit=\"connections_per_app\"}") >= 1.0);
     relay.stop().await;
 }
 
@@ -364,7 +364,7 @@ async fn revocations_are_bounded() {
         200
     );
     assert_eq!(
-        relay.metric("sealcast_limit_hits_total{name=\"revocations\"}"),
+        relay.metric("sealcast_limit_hits_total{limit=\"revocations\"}"),
         1.0
     );
     relay.stop().await;

@@ -130,7 +130,7 @@ async fn without_trusted_proxies_the_forwarded_header_changes_nothing() {
         Some(429)
     );
     assert_eq!(
-        relay.metric("sealcast_limit_hits_total{name=\"connect_rate_per_ip\"}"),
+        relay.metric("sealcast_limit_hits_total{limit=\"connect_rate_per_ip\"}"),
         1.0
     );
     relay.stop().await;

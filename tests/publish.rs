@@ -281,7 +281,8 @@ async fn batch_results_are_per_item_in_order() {
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
-    let relay = Relay::start().await;
+    // `/metrics` is on the public listener only when asked for (see tests/admin.rs).
+    let relay = Relay::start_with(|c| c.http.public_metrics = true).await;
     let http = reqwest::Client::new();
     for (path, want) in [("/healthz", "ok"), ("/readyz", "ready")] {
         let r = http
@@ -325,7 +326,7 @@ async fn a_malformed_chunked_body_is_400_not_413() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(
-        relay.metric("sealcast_limit_hits_total{name=\"http_body_bytes\"}"),
+        relay.metric("sealcast_limit_hits_total{limit=\"http_body_bytes\"}"),
         0.0
     );
     relay.stop().await;

@@ -135,7 +135,7 @@ async fn history_byte_budget_is_enforced() {
         publish(&p, &channel(&format!("t{}", i % 4)), &"x".repeat(500)).await;
         assert!(relay.state.metrics.history_bytes.get() <= 8 * 1024);
     }
-    assert!(relay.metric("sealcast_limit_hits_total{name=\"history_bytes\"}") > 0.0);
+    assert!(relay.metric("sealcast_limit_hits_total{limit=\"history_bytes\"}") > 0.0);
     relay.stop().await;
 }
 

@@ -194,7 +194,7 @@ async fn losing_redis_closes_subscribers_refuses_publishes_and_recovery_says_so(
     // to try again.
     // (counted once the close handshake is over)
     let deadline = Instant::now() + WAIT;
-    while a.metric("sealcast_disconnects_total{name=\"broker_unavailable\"}") < 1.0 {
+    while a.metric("sealcast_disconnects_total{code=\"broker_unavailable\"}") < 1.0 {
         assert!(
             Instant::now() < deadline,
             "no broker_unavailable close counted"

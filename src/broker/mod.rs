@@ -7,6 +7,7 @@
 //! keeping the same contract: `subscribe` registers before it snapshots, and live
 //! publications reach a subscriber in offset order.
 
+pub mod canary;
 pub mod memory;
 pub mod redis;
 

@@ -143,8 +143,9 @@ pub struct AppConfig {
 pub struct Config {
     /// Listen address (`SEALCAST_LISTEN` overrides).
     pub listen: SocketAddr,
-    /// Where `/metrics` is served instead of `listen` (`/healthz` and `/readyz` are served on
-    /// both); `None` serves everything on `listen`. `SEALCAST_ADMIN_LISTEN` overrides.
+    /// Where `/metrics` is served (`/healthz` and `/readyz` are served on both listeners);
+    /// `None`: no admin listener, and `/metrics` only on `listen` with
+    /// `http.public_metrics`. `SEALCAST_ADMIN_LISTEN` overrides.
     pub admin_listen: Option<SocketAddr>,
     /// Log format.
     pub log_format: LogFormat,

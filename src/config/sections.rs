@@ -127,6 +127,9 @@ pub struct HttpConfig {
     /// Proxies (addresses or networks) whose `X-Forwarded-For` names the client, for the
     /// per-IP connect limit and audit records; empty: the header is ignored.
     pub trusted_proxies: Vec<String>,
+    /// Serve `/metrics` on the public listener too. Off by default: its refusal reasons
+    /// would let anyone probe which app ids and kids exist. `serve --dev` turns it on.
+    pub public_metrics: bool,
 }
 
 impl Default for HttpConfig {
@@ -138,6 +141,7 @@ impl Default for HttpConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            public_metrics: false,
         }
     }
 }
@@ -165,7 +169,7 @@ impl Default for ShutdownConfig {
 }
 
 /// `[limits]`: connections and rates. Each limit has a metric
-/// (`sealcast_limit_hits_total{name=...}`) counting refusals.
+/// (`sealcast_limit_hits_total{limit=...}`) counting refusals.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {

@@ -232,3 +232,33 @@ fn a_redis_url_with_a_password_comes_from_a_file() {
     assert!(!format!("{c:?}").contains("hunter2"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_kubernetes_configs_load() {
+    let dir = std::env::temp_dir().join(format!("sealcast-k8s-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("acme-k1");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef-example\n").unwrap();
+    let env = |v: &str| match v {
+        "SEALCAST_REDIS_URL" => Some("rediss://:pw@redis.internal:6380/0".into()),
+        _ => None,
+    };
+    for (text, kind) in [
+        (
+            include_str!("../../deploy/k8s/base/sealcast.toml"),
+            BrokerKind::Memory,
+        ),
+        (
+            include_str!("../../deploy/k8s/overlays/redis/sealcast.toml"),
+            BrokerKind::Redis,
+        ),
+    ] {
+        // The pod mounts the Secret at /etc/sealcast/keys.
+        let text = text.replace("/etc/sealcast/keys/acme-k1", &key.display().to_string());
+        let c = Config::parse(&text, env).unwrap();
+        assert_eq!(c.broker.kind, kind);
+        assert!(c.admin_listen.is_some() && !c.http.public_metrics);
+        assert!(c.shutdown.drain + c.shutdown.grace < std::time::Duration::from_secs(40));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -21,6 +21,8 @@ pub struct Publication {
     /// The `pub` frame as it goes on the wire: a complete WebSocket text frame, header
     /// included ([`crate::ws::codec::text_frame`]), so a delivery is a copy of bytes.
     pub frame: Box<[u8]>,
+    /// When this node accepted it (encoded it), for the delivery latency metric.
+    pub accepted: Instant,
 }
 
 impl Publication {
@@ -37,6 +39,7 @@ impl Publication {
             channel_id,
             offset,
             frame: crate::ws::codec::text_frame(json.as_bytes()),
+            accepted: Instant::now(),
         })
     }
 
@@ -236,6 +239,7 @@ mod tests {
             channel_id: 1,
             offset,
             frame: format!("frame-{offset}").into_bytes().into_boxed_slice(),
+            accepted: Instant::now(),
         })
     }
 

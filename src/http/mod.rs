@@ -9,6 +9,7 @@ pub mod origin;
 pub mod proxy;
 pub mod publish;
 pub mod revoke;
+pub mod timing;
 
 use std::sync::Arc;
 
@@ -18,9 +19,10 @@ use axum::routing::{get, post};
 use crate::AppState;
 pub use error::ApiError;
 
-/// The routes of the public listener. `/metrics` is among them only when no admin listener
-/// is configured; `/healthz` and `/readyz` always are (load balancers probe the public port,
-/// and they disclose nothing).
+/// The routes of the public listener. `/metrics` is among them only with
+/// `[http] public_metrics = true` (set by `serve --dev`): its refusal reasons would
+/// otherwise let anyone enumerate app ids and kids. `/healthz` and `/readyz` always are
+/// (load balancers probe the public port, and they disclose nothing).
 pub fn router(state: Arc<AppState>) -> Router {
     let public = Router::new()
         .route("/v1/ws", get(crate::ws::upgrade))
@@ -29,12 +31,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/revoke", post(revoke::revoke))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
-    let public = if state.config.admin_listen.is_none() {
+    let public = if state.config.http.public_metrics {
         public.route("/metrics", get(ops::metrics))
     } else {
         public
     };
-    public.with_state(state)
+    public
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            timing::observe,
+        ))
+        .with_state(state)
 }
 
 /// The routes of the admin listener (`admin_listen`): operations only, for a private network
@@ -44,5 +51,9 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            timing::observe,
+        ))
         .with_state(state)
 }

@@ -412,12 +412,7 @@ impl Hub {
         }
         self.metrics.deliveries.inc_by(subscribers.len() as u64);
         if overflowed > 0 {
-            self.metrics
-                .limits
-                .get_or_create(&crate::telemetry::NameLabel {
-                    name: "outbound_queue".into(),
-                })
-                .inc_by(overflowed as u64);
+            self.metrics.limit_hits("outbound_queue", overflowed as u64);
         }
         overflowed
     }

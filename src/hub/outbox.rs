@@ -186,6 +186,7 @@ mod tests {
             channel_id: 1,
             offset,
             frame: vec![b'x'; size].into_boxed_slice(),
+            accepted: tokio::time::Instant::now(),
         })
     }
 

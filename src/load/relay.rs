@@ -217,6 +217,8 @@ max_bytes = 1073741824
 [http]
 max_batch = {}
 max_body_bytes = 16777216
+# The load tool reads the relay's gauges from the public port.
+public_metrics = true
 {limits}
 [[apps]]
 id = "{APP}"

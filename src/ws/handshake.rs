@@ -100,7 +100,8 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     state: &AppState,
     peer: ClientAddr,
 ) -> Result<ConnectClaims, End> {
-    let deadline = Instant::now() + state.config.websocket.auth_timeout;
+    let started = Instant::now();
+    let deadline = started + state.config.websocket.auth_timeout;
     loop {
         let msg = match tokio::time::timeout_at(deadline, conn.recv()).await {
             Err(_) => {
@@ -139,7 +140,11 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         return match state.auth.load().verify_connect(&token, unix_now()) {
-            Ok(claims) => Ok(claims),
+            Ok(claims) => {
+                let m = &state.metrics;
+                m.ws_auth_duration.observe(started.elapsed().as_secs_f64());
+                Ok(claims)
+            }
             Err(r) => {
                 audit_rejection(state, peer, Some(&r), r.reason.label());
                 let code = match r.reason {

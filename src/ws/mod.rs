@@ -41,7 +41,12 @@ pub async fn upgrade(
         Err(refused) => return refused,
     };
     if state.shutdown.is_cancelled() {
-        return ApiError::Unavailable("shutting down").into_response();
+        // Draining: the load balancer has not yet taken this node out. Say when to come
+        // back; by then the client's retry goes to another node.
+        let mut r = ApiError::Unavailable("shutting down").into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
     }
     let origin = req
         .headers()

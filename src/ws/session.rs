@@ -369,7 +369,8 @@ impl Session {
         let write_timeout = self.state.config.websocket.write_timeout;
         let subs = &mut self.subs;
         let written = tokio::time::timeout(write_timeout, async {
-            let mut any = false;
+            // The oldest frame written, for the (sampled) delivery latency.
+            let mut oldest = None;
             for p in batch.drain(..) {
                 let Some(sub) = subs.iter_mut().find(|s| s.channel_id == p.channel_id) else {
                     continue;
@@ -379,16 +380,22 @@ impl Session {
                 }
                 sub.last_offset = p.offset;
                 conn.feed(&p.frame).await?;
-                any = true;
+                oldest.get_or_insert(p.accepted);
             }
-            if any {
+            if oldest.is_some() {
                 conn.flush().await?;
             }
-            Ok::<(), std::io::Error>(())
+            Ok::<_, std::io::Error>(oldest)
         })
         .await;
         match written {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(oldest)) => {
+                if let Some(accepted) = oldest {
+                    let m = &self.state.metrics;
+                    m.delivery_latency.observe(accepted.elapsed().as_secs_f64());
+                }
+                Ok(())
+            }
             Ok(Err(_)) => Err(End::Gone),
             Err(_) => {
                 self.state.metrics.limit_hit("write_timeout");

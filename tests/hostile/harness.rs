@@ -37,7 +37,7 @@ pub(crate) fn spawn_relay(extra: &str) -> Proc {
         format!(
             "listen = \"127.0.0.1:0\"\n{extra}\n\
              [websocket]\nauth_timeout = \"1s\"\nidle_timeout = \"4s\"\nping_interval = \"2s\"\n\
-             [http]\nmax_body_bytes = 65536\nheader_read_timeout = \"1s\"\n\
+             [http]\nmax_body_bytes = 65536\nheader_read_timeout = \"1s\"\npublic_metrics = true\n\
              [shutdown]\ndrain = \"200ms\"\n\
              [[apps]]\nid = \"acme\"\n[[apps.keys]]\nkid = \"k1\"\nsecret_env = \"ACME_KEY_1\"\n\
              [[apps]]\nid = \"other\"\n[[apps.keys]]\nkid = \"k1\"\nsecret_env = \"OTHER_KEY_1\"\n"

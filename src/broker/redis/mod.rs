@@ -59,7 +59,7 @@ mod scripts;
 const REVOCATION_MESSAGE: &str = "!rev ";
 
 /// How long a Redis command may take before the broker reports itself unavailable.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A broker on Redis, shared by every relay node.
 pub struct RedisBroker {
@@ -141,7 +141,17 @@ impl RedisBroker {
             generation: Arc::new(AtomicU64::new(0)),
             metrics,
         });
+        let canary = super::canary::Canary::default();
+        let weak = Arc::downgrade(&broker);
+        tokio::spawn(canary.clone().run(
+            broker.commands.clone(),
+            broker.pubsub_channel.clone(),
+            Arc::clone(&broker.listening),
+            Arc::clone(&broker.metrics),
+            move || weak.strong_count() > 0,
+        ));
         tokio::spawn(listen(
+            canary,
             client,
             broker.commands.clone(),
             broker.prefix.clone(),
@@ -361,6 +371,7 @@ fn unavailable(metrics: &Metrics, what: &str, e: &redis::RedisError) -> BrokerEr
 /// Ends when the broker is dropped.
 #[allow(clippy::too_many_arguments)]
 async fn listen(
+    canary: super::canary::Canary,
     client: redis::Client,
     mut commands: ConnectionManager,
     prefix: String,
@@ -410,6 +421,10 @@ async fn listen(
                 let mut messages = pubsub.into_on_message();
                 while let Some(msg) = messages.next().await {
                     let payload = msg.get_payload_bytes();
+                    if let Some(rest) = payload.strip_prefix(super::canary::MESSAGE.as_bytes()) {
+                        canary.received(rest, &metrics);
+                        continue;
+                    }
                     match payload.strip_prefix(REVOCATION_MESSAGE.as_bytes()) {
                         Some(rev) => {
                             if let Some(r) = parse_revocation_message(rev) {

@@ -46,6 +46,8 @@ ttl = "${historyTtl}"
 max_per_channel = 1000
 [tokens]
 leeway = "${leeway}"
+[shutdown]
+drain = "500ms"
 [[apps]]
 id = "${APP}"
 [[apps.keys]]
