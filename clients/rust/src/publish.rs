@@ -68,6 +68,15 @@ impl Error {
 }
 
 /// How requests are retried.
+///
+/// ```
+/// use std::time::Duration;
+/// use sealcast_client::RetryPolicy;
+/// let r = RetryPolicy { retries: 2, ..RetryPolicy::default() };
+/// assert_eq!(r.window(1), Duration::from_millis(400));
+/// // A Retry-After of 3 s raises the wait to 3 s (never above `max`).
+/// assert_eq!(r.delay(0, Some(Duration::from_secs(3))), Duration::from_secs(3));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (default 4).
@@ -174,6 +183,20 @@ type TokenFn = Arc<dyn Fn() -> Result<String, MintError> + Send + Sync>;
 
 /// The HTTP API with a token source: the layer under [`Publisher`], for publishing
 /// ciphertext made elsewhere.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), sealcast_client::Error> {
+/// use sealcast_client::publish::{HttpClient, Publication};
+/// use sealcast_client::{PayloadKey, Signer, payload};
+/// let signer = Signer::new("acme", Some("k1"), "an-app-secret-of-at-least-32-bytes-0123")?;
+/// let http = HttpClient::new("https://relay.example", move || signer.publish_token(None, 60));
+/// let key = PayloadKey::generate();
+/// let data = payload::encrypt("site/1#news", "Posted", &serde_json::json!({"id": 1}), &key)?;
+/// let p = Publication { channel: "site/1#news".into(), event: "Posted".into(), data, idempotency_key: Some("post-1".into()) };
+/// let at = http.publish(&p).await?;
+/// # let _ = at;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct HttpClient {
     http: reqwest::Client,

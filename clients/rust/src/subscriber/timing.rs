@@ -8,6 +8,14 @@ use super::close::RATE_LIMITED;
 
 /// Reconnect backoff: exponential windows with full jitter (the delay is uniform in
 /// `[0, window)`), reset after a connection that stayed up [`Backoff::healthy_after`].
+///
+/// ```
+/// use std::time::Duration;
+/// use sealcast_client::subscriber::Backoff;
+/// let b = Backoff::default();
+/// assert_eq!(b.window(3, 1006), Duration::from_secs(4));
+/// assert_eq!(b.window(0, 4029), Duration::from_secs(5)); // rate limited: at least 5 s
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     /// First window (default 500 ms).
