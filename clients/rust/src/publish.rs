@@ -203,6 +203,8 @@ pub struct HttpClient {
     base: String,
     token: TokenFn,
     retry: RetryPolicy,
+    timeout: Duration,
+    roots: Vec<reqwest::Certificate>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -230,15 +232,14 @@ impl HttpClient {
         url: &str,
         token: impl Fn() -> Result<String, MintError> + Send + Sync + 'static,
     ) -> HttpClient {
+        let timeout = Duration::from_secs(10);
         HttpClient {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            http: build(timeout, &[]),
             base: url.trim_end_matches('/').to_string(),
             token: Arc::new(token),
             retry: RetryPolicy::default(),
+            timeout,
+            roots: Vec::new(),
         }
     }
 
@@ -250,12 +251,19 @@ impl HttpClient {
 
     /// The same client with another per-attempt timeout (default 10 s).
     pub fn with_timeout(mut self, timeout: Duration) -> HttpClient {
-        self.http = reqwest::Client::builder()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        self.timeout = timeout;
+        self.http = build(timeout, &self.roots);
         self
+    }
+
+    /// The same client also trusting the CA certificate(s) in `pem` (for a relay whose
+    /// certificate chains to a private CA); the Mozilla roots stay trusted.
+    pub fn with_root_certificates_pem(mut self, pem: &[u8]) -> Result<HttpClient, Error> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|_| Error::Transport("the CA certificates are not PEM".into()))?;
+        self.roots.extend(certs);
+        self.http = build(self.timeout, &self.roots);
+        Ok(self)
     }
 
     async fn post_once(&self, path: &str, body: &Value) -> Result<Outcome, Error> {
@@ -390,6 +398,17 @@ impl HttpClient {
     }
 }
 
+fn build(timeout: Duration, roots: &[reqwest::Certificate]) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        // A redirect would resend the token elsewhere: the relay never redirects.
+        .redirect(reqwest::redirect::Policy::none());
+    for r in roots {
+        b = b.add_root_certificate(r.clone());
+    }
+    b.build().unwrap_or_default()
+}
+
 fn http_error(o: Outcome) -> Error {
     let (code, message) = match o.body["error"]["code"].as_str() {
         Some(c) => (
@@ -480,6 +499,12 @@ impl Publisher {
     pub fn with_retry(mut self, retry: RetryPolicy) -> Publisher {
         self.http = self.http.with_retry(retry);
         self
+    }
+
+    /// The same publisher also trusting the CA certificate(s) in `pem`.
+    pub fn with_root_certificates_pem(mut self, pem: &[u8]) -> Result<Publisher, Error> {
+        self.http = self.http.with_root_certificates_pem(pem)?;
+        Ok(self)
     }
 
     /// The HTTP layer (for ciphertext made elsewhere).

@@ -420,3 +420,48 @@ async fn two_subscriptions_share_a_channel_and_each_tracks_its_position() {
     assert_eq!(publication(&mut b).await.0, 3);
     assert_eq!(b.position().unwrap().offset, 3);
 }
+
+#[tokio::test]
+async fn over_tls_with_a_private_ca() {
+    let (ca, cert, key, tls) = common::test_pki();
+    let dir = Relay::scratch("tls");
+    std::fs::write(dir.join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.join("key.pem"), key).unwrap();
+    let relay = Relay::start(
+        "127.0.0.1:0",
+        &format!(
+            "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display()
+        ),
+    );
+    let (o, _probe) = options(
+        &format!("wss://127.0.0.1:{}/v1/ws", relay.addr.port()),
+        3600,
+    );
+    let sub = Subscriber::start(o.tls_config(tls));
+    let ch = channel("tls");
+    let mut s = sub.subscribe(&ch, SubscribeOptions::default()).unwrap();
+    subscribed(&mut s).await;
+    let base = format!("https://127.0.0.1:{}", relay.addr.port());
+    // Without the CA the relay's certificate is not trusted: a transport error.
+    let untrusted =
+        Publisher::new(&base, signer(), payload_key()).with_retry(sealcast_client::RetryPolicy {
+            retries: 0,
+            ..Default::default()
+        });
+    assert!(matches!(
+        untrusted.publish(&ch, "Ev", &1).await,
+        Err(sealcast_client::Error::Transport(_))
+    ));
+    let p = Publisher::new(&base, signer(), payload_key())
+        .with_root_certificates_pem(ca.as_bytes())
+        .unwrap();
+    p.publish(&ch, "Ev", &json!({"over": "tls"})).await.unwrap();
+    let (offset, _, plaintext) = publication(&mut s).await;
+    assert_eq!(
+        (offset, plaintext.as_slice()),
+        (1, br#"{"over":"tls"}"#.as_slice())
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -212,6 +212,7 @@ pub struct Options {
     on_state: Option<StateFn>,
     buffer: usize,
     timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Options {
@@ -250,6 +251,7 @@ impl Options {
             on_state: None,
             buffer: 1024,
             timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 
@@ -285,6 +287,13 @@ impl Options {
     /// (4008), after which it recovers.
     pub fn buffer(mut self, events: usize) -> Options {
         self.buffer = events.max(1);
+        self
+    }
+
+    /// The TLS settings of `wss://` connections (for a relay whose certificate chains to a
+    /// private CA); by default the Mozilla roots of `webpki-roots` are trusted.
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Options {
+        self.tls = Some(config);
         self
     }
 

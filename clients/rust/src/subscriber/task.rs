@@ -3,6 +3,7 @@
 //! their events through bounded queues, in the order the relay sent them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -285,9 +286,24 @@ impl Task {
                 return Err(fail("token unavailable"));
             }
         };
-        match tokio::time::timeout(t, tokio_tungstenite::connect_async(self.opts.url.as_str()))
-            .await
-        {
+        let url = self.opts.url.as_str();
+        let connecting = match &self.opts.tls {
+            Some(tls) => {
+                let connector = tokio_tungstenite::Connector::Rustls(Arc::clone(tls));
+                tokio::time::timeout(
+                    t,
+                    tokio_tungstenite::connect_async_tls_with_config(
+                        url,
+                        None,
+                        false,
+                        Some(connector),
+                    ),
+                )
+                .await
+            }
+            None => tokio::time::timeout(t, tokio_tungstenite::connect_async(url)).await,
+        };
+        match connecting {
             Ok(Ok((ws, _))) => Ok((ws, token)),
             Ok(Err(_)) => Err(fail("cannot connect")),
             Err(_) => Err(fail("connect timed out")),

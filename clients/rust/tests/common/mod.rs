@@ -118,7 +118,10 @@ impl Relay {
                     stderr.lock().unwrap()
                 )
             });
-            if let Some(rest) = line.strip_prefix("sealcast listening on http://") {
+            let rest = line
+                .strip_prefix("sealcast listening on http://")
+                .or_else(|| line.strip_prefix("sealcast listening on https://"));
+            if let Some(rest) = rest {
                 break rest.parse().expect("listening address");
             }
         };
@@ -128,6 +131,13 @@ impl Relay {
             stderr,
             dir,
         }
+    }
+
+    /// A directory of this relay's, for files its config names.
+    pub fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sealcast-sdk-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     pub fn base(&self) -> String {
@@ -235,4 +245,41 @@ pub async fn state_where(
         .expect("the state in time")
         .expect("the subscriber is alive")
         .clone()
+}
+
+/// A CA and a leaf for 127.0.0.1 and localhost signed by it, made with rcgen:
+/// (CA PEM, leaf cert PEM, leaf key PEM, a rustls client config trusting the CA).
+pub fn test_pki() -> (String, String, String, Arc<rustls::ClientConfig>) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.distinguished_name
+        .push(DnType::CommonName, "sealcast SDK test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, "relay");
+    let cert = leaf
+        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    (
+        ca_cert.pem(),
+        cert.pem(),
+        key.serialize_pem(),
+        Arc::new(config),
+    )
 }
