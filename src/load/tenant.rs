@@ -6,7 +6,9 @@
 //! - `POST /v1/revoke` of fresh `sub`s above `revoke_rate_per_app` (429), until the app
 //!   holds its revocation quota (503);
 //! - a few connections that subscribe to fresh channels and unsubscribe again, above
-//!   `subscribe_rate_per_connection` (error `limit_exceeded`).
+//!   `subscribe_rate_per_connection` (error `limit_exceeded`); once the app's publications
+//!   hold its channel quota, the subscriptions the rate lets through are refused by the
+//!   quota (the same error, another message).
 //!
 //! Every answer is counted by kind; anything but success or the expected refusals (a 500,
 //! a broken connection) is `unexpected`, which fails the run.
@@ -68,8 +70,11 @@ pub struct Counts {
     pub revoke_503: AtomicU64,
     /// Subscriptions accepted (each then unsubscribed).
     pub subscribe_ok: AtomicU64,
-    /// Subscriptions refused with `limit_exceeded`.
-    pub subscribe_refused: AtomicU64,
+    /// Subscriptions refused by the subscribe rate (`limit_exceeded`).
+    pub subscribe_rate_refused: AtomicU64,
+    /// Subscriptions refused by the app's channel quota (`limit_exceeded`): a subscription
+    /// holds a channel while it lasts, and the app's publications fill the quota.
+    pub subscribe_quota_refused: AtomicU64,
     /// Anything else: another status, an error frame of another code, a broken socket.
     pub unexpected: AtomicU64,
 }
@@ -90,7 +95,8 @@ impl Counts {
             ("revoke_429", g(&self.revoke_429)),
             ("revoke_503", g(&self.revoke_503)),
             ("subscribe_ok", g(&self.subscribe_ok)),
-            ("subscribe_refused", g(&self.subscribe_refused)),
+            ("subscribe_rate_refused", g(&self.subscribe_rate_refused)),
+            ("subscribe_quota_refused", g(&self.subscribe_quota_refused)),
             ("unexpected", g(&self.unexpected)),
         ]
     }
@@ -321,7 +327,16 @@ async fn churn_subscriptions(
                     _ => &counts.unexpected,
                 }
             }
-            Ok(v) if v["code"] == "limit_exceeded" => &counts.subscribe_refused,
+            Ok(v) if v["code"] == "limit_exceeded" => {
+                let m = v["message"].as_str().unwrap_or_default();
+                if m.contains("subscribe_rate_per_connection") {
+                    &counts.subscribe_rate_refused
+                } else if m.contains("max_channels_per_app") {
+                    &counts.subscribe_quota_refused
+                } else {
+                    &counts.unexpected
+                }
+            }
             Ok(_) => &counts.unexpected,
             Err(_) => {
                 Counts::inc(&counts.unexpected);
