@@ -46,6 +46,7 @@ struct Round {
     off: Phase,
     on: Phase,
     a: Vec<(&'static str, u64)>,
+    a_first_unexpected: Option<String>,
     a_secs: f64,
     log_lines: u64,
 }
@@ -101,6 +102,7 @@ async fn one_round(relay: &Relay, o: &NoisyOptions, tag: &str) -> anyhow::Result
             off,
             on,
             a: counts.figures(),
+            a_first_unexpected: counts.first_unexpected.lock().clone(),
             a_secs,
             log_lines,
         },
@@ -233,6 +235,9 @@ fn report(o: &NoisyOptions, rounds: &[Round], checks: Checks) -> Report {
     r.add("b_deliveries", delivered, "");
     checks.add_to(&mut r);
     r.must_be_zero("a_unexpected", unexpected);
+    if let Some(w) = rounds.iter().find_map(|x| x.a_first_unexpected.clone()) {
+        r.add("a_first_unexpected", w, "");
+    }
     r
 }
 

@@ -77,11 +77,22 @@ pub struct Counts {
     pub subscribe_quota_refused: AtomicU64,
     /// Anything else: another status, an error frame of another code, a broken socket.
     pub unexpected: AtomicU64,
+    /// What the first unexpected answer was, for the report.
+    pub first_unexpected: parking_lot::Mutex<Option<String>>,
 }
 
 impl Counts {
     fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` unexpected answers and keeps a description of the first.
+    fn unexpected(&self, n: u64, what: impl FnOnce() -> String) {
+        if self.unexpected.fetch_add(n, Ordering::Relaxed) == 0 {
+            let w = what();
+            eprintln!("sealcast-load: noisy app: unexpected answer: {w}");
+            *self.first_unexpected.lock() = Some(w);
+        }
     }
 
     /// The counts as (name, value) pairs, in report order.
@@ -236,24 +247,41 @@ async fn publish(
             let _permit = permit;
             if batch == 1 {
                 let a = p.post("/v1/publish", &token, &items[0]).await;
-                count_publication(&counts, a.map(|a| (a.status, a.body)).ok(), 1);
+                count_publication(&counts, answer(a), 1);
             } else {
                 let a = p.publish_batch(&token, &items).await;
-                count_publication(&counts, a.map(|a| (a.status, a.body)).ok(), batch);
+                count_publication(&counts, answer(a), batch);
             }
         });
     }
     let _ = sem.acquire_many(o.in_flight.max(1) as u32).await;
 }
 
+/// The status and body, or what went wrong.
+fn answer(
+    a: Result<crate::client::Answer, crate::client::ClientError>,
+) -> Result<(u16, Value), String> {
+    a.map(|a| (a.status, a.body)).map_err(|e| {
+        // The causes too: reqwest's own message names only the URL.
+        let mut out = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            out.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        out
+    })
+}
+
 /// Counts the answer to a request of `n` publications.
-fn count_publication(counts: &Counts, answer: Option<(u16, Value)>, n: usize) {
+fn count_publication(counts: &Counts, answer: Result<(u16, Value), String>, n: usize) {
     let add = |c: &AtomicU64, k: usize| {
         c.fetch_add(k as u64, Ordering::Relaxed);
     };
     match answer {
-        Some((200, body)) if n == 1 && body["offset"].is_u64() => add(&counts.publish_ok, 1),
-        Some((200, body)) if n > 1 => {
+        Ok((200, body)) if n == 1 && body["offset"].is_u64() => add(&counts.publish_ok, 1),
+        Ok((200, body)) if n == 1 => counts.unexpected(1, || format!("publish 200 {body}")),
+        Ok((200, body)) => {
             let results = body["results"].as_array().cloned().unwrap_or_default();
             for i in 0..n {
                 let r = results.get(i).unwrap_or(&Value::Null);
@@ -262,13 +290,14 @@ fn count_publication(counts: &Counts, answer: Option<(u16, Value)>, n: usize) {
                 } else if r["error"]["code"] == "unavailable" {
                     add(&counts.publish_503, 1);
                 } else {
-                    add(&counts.unexpected, 1);
+                    counts.unexpected(1, || format!("batch item {r}"));
                 }
             }
         }
-        Some((429, _)) => add(&counts.publish_429, n),
-        Some((503, _)) => add(&counts.publish_503, n),
-        _ => add(&counts.unexpected, n),
+        Ok((429, _)) => add(&counts.publish_429, n),
+        Ok((503, _)) => add(&counts.publish_503, n),
+        Ok((status, body)) => counts.unexpected(n as u64, || format!("publish {status} {body}")),
+        Err(e) => counts.unexpected(n as u64, || format!("publish: {e}")),
     }
 }
 
@@ -292,13 +321,13 @@ async fn revoke(
         let body = json!({"sub": format!("gone-{tag}-{n}")});
         tokio::spawn(async move {
             let _permit = permit;
-            let c = match p.post("/v1/revoke", &token, &body).await {
-                Ok(a) if a.status == 200 => &counts.revoke_ok,
-                Ok(a) if a.status == 429 => &counts.revoke_429,
-                Ok(a) if a.status == 503 => &counts.revoke_503,
-                _ => &counts.unexpected,
-            };
-            Counts::inc(c);
+            match p.post("/v1/revoke", &token, &body).await {
+                Ok(a) if a.status == 200 => Counts::inc(&counts.revoke_ok),
+                Ok(a) if a.status == 429 => Counts::inc(&counts.revoke_429),
+                Ok(a) if a.status == 503 => Counts::inc(&counts.revoke_503),
+                Ok(a) => counts.unexpected(1, || format!("revoke {} {}", a.status, a.body)),
+                Err(e) => counts.unexpected(1, || format!("revoke: {e}")),
+            }
         });
     }
     let _ = sem.acquire_many(16).await;
@@ -317,33 +346,36 @@ async fn churn_subscriptions(
         let r = conn
             .request(json!({"type": "subscribe", "channel": channel}))
             .await;
-        let c = match r {
+        match r {
             Ok(v) if v["type"] == "subscribed" => {
                 match conn
                     .request(json!({"type": "unsubscribe", "channel": channel}))
                     .await
                 {
-                    Ok(u) if u["type"] == "unsubscribed" => &counts.subscribe_ok,
-                    _ => &counts.unexpected,
+                    Ok(u) if u["type"] == "unsubscribed" => Counts::inc(&counts.subscribe_ok),
+                    Ok(u) => counts.unexpected(1, || format!("unsubscribe: {u}")),
+                    Err(e) => {
+                        counts.unexpected(1, || format!("unsubscribe: {e}"));
+                        return;
+                    }
                 }
             }
             Ok(v) if v["code"] == "limit_exceeded" => {
                 let m = v["message"].as_str().unwrap_or_default();
                 if m.contains("subscribe_rate_per_connection") {
-                    &counts.subscribe_rate_refused
+                    Counts::inc(&counts.subscribe_rate_refused);
                 } else if m.contains("max_channels_per_app") {
-                    &counts.subscribe_quota_refused
+                    Counts::inc(&counts.subscribe_quota_refused);
                 } else {
-                    &counts.unexpected
+                    counts.unexpected(1, || format!("subscribe: {v}"));
                 }
             }
-            Ok(_) => &counts.unexpected,
-            Err(_) => {
-                Counts::inc(&counts.unexpected);
+            Ok(v) => counts.unexpected(1, || format!("subscribe: {v}")),
+            Err(e) => {
+                counts.unexpected(1, || format!("subscribe: {e}"));
                 return;
             }
-        };
-        Counts::inc(c);
+        }
     }
     conn.close().await;
 }
