@@ -8,7 +8,9 @@ use std::process::Command;
 use serde_json::Value;
 
 fn run(name: &str, args: &[&str]) -> Value {
-    let dir = std::env::temp_dir().join(format!("sealcast-load-smoke-{}", std::process::id()));
+    // One directory per run: the tests run in parallel and each removes its own.
+    let dir =
+        std::env::temp_dir().join(format!("sealcast-load-smoke-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join(format!("{name}.json"));
     let out = Command::new(env!("CARGO_BIN_EXE_sealcast-load"))
@@ -89,4 +91,71 @@ fn connections_fanout_and_storm_lose_nothing() {
     assert_eq!(s["figures"]["not_recovered"], 0);
     assert_eq!(s["figures"]["lost"], 0);
     assert_eq!(s["figures"]["duplicated"], 0);
+}
+
+#[test]
+fn noisy_neighbour_is_refused_while_the_other_app_loses_nothing() {
+    let n = run(
+        "noisy",
+        &[
+            "noisy",
+            "--subs",
+            "20",
+            "--rate",
+            "20",
+            "--duration",
+            "4",
+            "--warmup",
+            "0",
+            "--rounds",
+            "1",
+            "--app-publish-rate",
+            "100",
+            "--app-overload",
+            "3",
+            "--app-max-channels",
+            "20",
+            "--app-revoke-rate",
+            "20",
+            "--app-revoke-burst",
+            "20",
+            "--app-revoke-overload",
+            "3",
+            "--app-max-revocations",
+            "30",
+            "--app-subscribe-burst",
+            "10",
+            "--app-sub-conns",
+            "2",
+            "--app-sub-rate",
+            "50",
+        ],
+    );
+    let f = &n["figures"];
+    let get = |k: &str| f[k].as_u64().unwrap_or_else(|| panic!("{k}: {n}"));
+    // B: everything it published reached all 20 subscribers, in order, once.
+    assert!(get("b_published") >= 100, "{n}");
+    assert_eq!(get("b_deliveries"), get("b_published") * 20, "{n}");
+    for zero in ["lost", "duplicated", "bad_payloads", "refused_publications"] {
+        assert_eq!(get(zero), 0, "{zero}: {n}");
+    }
+    assert!(f["b_p99_on_ms"][0].as_f64().unwrap() > 0.0, "{n}");
+    // A: served within its limits, refused beyond each of them.
+    assert!(get("a_publish_ok_total") > 0, "{n}");
+    assert!(get("a_publish_429_total") > 0, "publish rate: {n}");
+    assert!(get("a_publish_503_total") > 0, "channel quota: {n}");
+    assert_eq!(get("a_revoke_ok_total"), 30, "revocation quota: {n}");
+    assert!(get("a_revoke_429_total") > 0, "revoke rate: {n}");
+    assert!(get("a_revoke_503_total") > 0, "revocation quota: {n}");
+    assert!(
+        get("a_subscribe_rate_refused_total") > 0,
+        "subscribe rate: {n}"
+    );
+    // Those the rate let through were served, or refused by the channel quota once A's
+    // publications held it.
+    assert!(
+        get("a_subscribe_ok_total") + get("a_subscribe_quota_refused_total") > 0,
+        "{n}"
+    );
+    assert_eq!(get("a_unexpected"), 0, "{n}");
 }

@@ -7,6 +7,8 @@
 //! - [`conns`]: `connections` (memory per idle subscribed connection, connect rate) and
 //!   `storm` (everyone reconnects at once with `since`).
 //! - [`fanout`]: deliveries/s, publish-to-deliver latency, loss, duplicates, CPU.
+//! - [`noisy`]: one app's latency with another app idle, then pushing on all its limits
+//!   ([`tenant`]: that other app's traffic).
 //! - [`stamp`]: real AES-256-GCM payloads carrying their send time.
 //! - [`report`]: the table and JSON; any loss or duplicate is a failure.
 //!
@@ -14,7 +16,9 @@
 
 pub mod conns;
 pub mod fanout;
+pub mod noisy;
 pub mod relay;
 pub mod report;
 pub mod stamp;
 pub mod sub;
+pub mod tenant;
