@@ -12,6 +12,8 @@ COPY Cargo.toml Cargo.lock ./
 # workspace, although `--bin sealcast` compiles none of them.
 COPY clients/rust/Cargo.toml ./clients/rust/
 COPY clients/rust/src ./clients/rust/src
+COPY tools/load/Cargo.toml ./tools/load/
+COPY tools/load/src ./tools/load/src
 COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked --bin sealcast

@@ -188,6 +188,16 @@ impl LeanConn {
         })
     }
 
+    /// Sends `frame` (an object) with a fresh `id` and returns the relay's reply to it
+    /// (`subscribed`, `unsubscribed` or `error`), waiting at most the reply timeout.
+    pub async fn request(&mut self, mut frame: Value) -> Result<Value, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        frame["id"] = json!(id);
+        self.send_text(frame.to_string().as_bytes()).await?;
+        self.reply(Some(id)).await
+    }
+
     /// Waits (bounded) for a JSON reply that is not a `pub` frame, with `id` if given.
     async fn reply(&mut self, id: Option<u64>) -> Result<Value, ClientError> {
         let wait = tokio::time::sleep(super::REPLY_TIMEOUT);

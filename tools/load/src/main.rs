@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use sealcast::load::conns::{self, StormOptions};
-use sealcast::load::fanout::{self, FanoutOptions};
-use sealcast::load::noisy::{self, NoisyOptions, Relays};
-use sealcast::load::relay::{
+use sealcast_load::conns::{self, StormOptions};
+use sealcast_load::fanout::{self, FanoutOptions};
+use sealcast_load::noisy::{self, NoisyOptions, Relays};
+use sealcast_load::relay::{
     self, NOISY_SECRET_ENV, Relay, RelaySettings, SECRET_ENV, TenantLimits,
 };
-use sealcast::load::report::Report;
-use sealcast::load::tenant::TenantOptions;
+use sealcast_load::report::Report;
+use sealcast_load::tenant::TenantOptions;
 
 #[derive(Parser)]
 #[command(
@@ -384,12 +384,12 @@ fn attach(addr: SocketAddr, pid: Option<u32>, noisy: bool) -> anyhow::Result<Rel
     } else {
         None
     };
-    Ok(Relay::attach(
+    Relay::attach(
         addr,
         pid.context("--pid")?,
         secret.into_bytes(),
         noisy_secret,
-    ))
+    )
 }
 
 fn finish(report: Report, json: Option<&std::path::Path>) -> anyhow::Result<()> {

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::relay::{NOISY_NS, Relay};
 use super::stamp::{Stamp, now_ns};
 use super::sub::source;
-use crate::client::Publisher;
-use crate::client::lean::LeanConn;
+use sealcast_client::wire::Publisher;
+use sealcast_client::wire::lean::LeanConn;
 
 const EVENT: &str = "noisy.tick";
 
@@ -259,7 +259,7 @@ async fn publish(
 
 /// The status and body, or what went wrong.
 fn answer(
-    a: Result<crate::client::Answer, crate::client::ClientError>,
+    a: Result<sealcast_client::wire::Answer, sealcast_client::wire::ClientError>,
 ) -> Result<(u16, Value), String> {
     a.map(|a| (a.status, a.body)).map_err(|e| {
         // The causes too: reqwest's own message names only the URL.

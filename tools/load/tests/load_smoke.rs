@@ -1,11 +1,28 @@
 //! CI smoke run of `sealcast-load`: each scenario once at a small size against a relay the
-//! tool starts itself (the debug `sealcast` binary). Fails on any loss, duplicate, refused
+//! tool starts itself (the workspace's debug `sealcast` binary). Fails on any loss, duplicate, refused
 //! publication or broken connection; asserts no timing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+
+/// The relay binary: `SEALCAST_BIN`, or the workspace's debug build (`cargo build --bin
+/// sealcast`; `scripts/test` builds it first).
+fn relay_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SEALCAST_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
+    let bin = target.join("debug").join("sealcast");
+    assert!(
+        bin.exists(),
+        "no relay binary at {}: build it with `cargo build --bin sealcast` (or set SEALCAST_BIN)",
+        bin.display()
+    );
+    bin
+}
 
 fn run(name: &str, args: &[&str]) -> Value {
     // One directory per run: the tests run in parallel and each removes its own.
@@ -15,7 +32,7 @@ fn run(name: &str, args: &[&str]) -> Value {
     let json = dir.join(format!("{name}.json"));
     let out = Command::new(env!("CARGO_BIN_EXE_sealcast-load"))
         .arg("--relay-bin")
-        .arg(env!("CARGO_BIN_EXE_sealcast"))
+        .arg(relay_bin())
         .arg("--json")
         .arg(&json)
         .args(args)

@@ -17,8 +17,8 @@ use super::relay::{NS, Relay, sample};
 use super::report::Report;
 use super::stamp::{Stamp, now_ns};
 use super::sub::{Position, Shared, open_many, read_loop};
-use crate::client::Publisher;
-use crate::client::lean::LeanConn;
+use sealcast_client::wire::Publisher;
+use sealcast_client::wire::lean::LeanConn;
 
 /// The event name of every load publication.
 pub const EVENT: &str = "load.tick";

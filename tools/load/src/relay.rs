@@ -12,7 +12,7 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::auth::{MintClaims, unix_now};
+use sealcast_client::token::Signer;
 
 /// The app id, key id and namespace the load tool uses.
 pub const APP: &str = "load";
@@ -92,8 +92,8 @@ pub struct Relay {
     pub addr: SocketAddr,
     /// Its process id, for `/proc`.
     pub pid: u32,
-    secret: Vec<u8>,
-    noisy_secret: Option<Vec<u8>>,
+    signer: Signer,
+    noisy: Option<Signer>,
     /// Lines the relay wrote to stderr (spawned relays only): audit records are counted
     /// here and not echoed, every other line is echoed to this process's stderr.
     pub log_lines: Arc<AtomicU64>,
@@ -178,8 +178,11 @@ impl Relay {
         Ok(Relay {
             addr,
             pid,
-            secret,
-            noisy_secret: settings.tenant.map(|_| noisy_secret),
+            signer: Signer::new(APP, Some(KID), &secret)?,
+            noisy: match settings.tenant {
+                Some(_) => Some(Signer::new(NOISY_APP, Some(KID), &noisy_secret)?),
+                None => None,
+            },
             log_lines,
             child: Some(child),
             _dir: relay_dir,
@@ -187,22 +190,26 @@ impl Relay {
     }
 
     /// A relay already running with app `load`, key `k1` = `secret` (and app `noisy`, key
-    /// `k1` = `noisy_secret`, when given).
+    /// `k1` = `noisy_secret`, when given). A secret the relay would refuse (under 32
+    /// bytes) is refused here, naming the rule.
     pub fn attach(
         addr: SocketAddr,
         pid: u32,
         secret: Vec<u8>,
         noisy_secret: Option<Vec<u8>>,
-    ) -> Relay {
-        Relay {
+    ) -> anyhow::Result<Relay> {
+        Ok(Relay {
             addr,
             pid,
-            secret,
-            noisy_secret,
+            signer: Signer::new(APP, Some(KID), &secret)?,
+            noisy: match noisy_secret {
+                Some(s) => Some(Signer::new(NOISY_APP, Some(KID), &s)?),
+                None => None,
+            },
             log_lines: Arc::new(AtomicU64::new(0)),
             child: None,
             _dir: None,
-        }
+        })
     }
 
     /// The `ws://` URL.
@@ -217,24 +224,29 @@ impl Relay {
 
     /// A connect token for `sub` valid for an hour.
     pub fn connect_token(&self, sub: &str) -> String {
-        MintClaims::connect(APP, NS, sub, unix_now(), 3600).sign(Some(KID), &self.secret)
+        // Constant claims and the tool's own `sub`s: only a bug can make them refused.
+        self.signer
+            .connect_token(NS, sub, 3600)
+            .expect("the load tool's connect claims are valid")
     }
 
     /// A publish token valid for 5 minutes (the longest allowed by default).
     pub fn publish_token(&self) -> String {
-        MintClaims::publish(APP, Some(NS), unix_now(), 300).sign(Some(KID), &self.secret)
+        self.signer
+            .publish_token(Some(NS), 300)
+            .expect("the load tool's publish claims are valid")
     }
 
     /// A connect token of the noisy app for `sub`, valid for an hour.
     pub fn noisy_connect_token(&self, sub: &str) -> anyhow::Result<String> {
-        let secret = self.noisy_secret.as_ref().context("no noisy app")?;
-        Ok(MintClaims::connect(NOISY_APP, NOISY_NS, sub, unix_now(), 3600).sign(Some(KID), secret))
+        let signer = self.noisy.as_ref().context("no noisy app")?;
+        Ok(signer.connect_token(NOISY_NS, sub, 3600)?)
     }
 
     /// An app-wide publish token of the noisy app (it may revoke), valid for 5 minutes.
     pub fn noisy_publish_token(&self) -> anyhow::Result<String> {
-        let secret = self.noisy_secret.as_ref().context("no noisy app")?;
-        Ok(MintClaims::publish(NOISY_APP, None, unix_now(), 300).sign(Some(KID), secret))
+        let signer = self.noisy.as_ref().context("no noisy app")?;
+        Ok(signer.publish_token(None, 300)?)
     }
 
     /// Whether the relay still runs.
@@ -413,7 +425,7 @@ pub fn raise_fd_limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use sealcast::config::Config;
 
     #[test]
     fn two_app_config_is_accepted_with_the_noisy_quotas() {
