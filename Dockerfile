@@ -8,6 +8,12 @@ ARG SEALCAST_COMMIT=unknown
 ENV SEALCAST_COMMIT=${SEALCAST_COMMIT}
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# The workspace's member manifests and sources must be present for cargo to load the
+# workspace, although `--bin sealcast` compiles none of them.
+COPY clients/rust/Cargo.toml ./clients/rust/
+COPY clients/rust/src ./clients/rust/src
+COPY tools/load/Cargo.toml ./tools/load/
+COPY tools/load/src ./tools/load/src
 COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked --bin sealcast

@@ -26,13 +26,15 @@
 //! - [`ws`]: the upgrade and one task per socket.
 //! - [`http`]: the publish API, health and metrics.
 //! - [`config`], [`telemetry`], [`shutdown`]: the process around it.
-//! - [`client`]: a small Rust client of the protocol, used by the tests and tools.
 //! - [`payload`]: the app-side encryption of PROTOCOL.md 5 (never used on the relay's
-//!   data path), for dev mode, the CLI, tests and the load tool.
+//!   data path), for dev mode and the CLI.
+//!
+//! The relay's clients are crates of their own in the workspace: the Rust SDK
+//! (`clients/rust`, `sealcast-client`, whose `wire` module the black-box tests use) and the
+//! load generator (`tools/load`, `sealcast-load`). The relay never links either.
 
 pub mod auth;
 pub mod broker;
-pub mod client;
 pub mod config;
 pub mod dev;
 pub mod health;
@@ -41,7 +43,6 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod listener;
-pub mod load;
 pub mod payload;
 pub mod protocol;
 pub mod quota;

@@ -1,5 +1,6 @@
 //! Payload encryption of PROTOCOL.md 5, as the apps and the SDK do it. The relay never
-//! calls this on its data path; it exists for dev mode, the CLI, tests and the load tool.
+//! calls this on its data path; it exists for dev mode, the CLI and tests (apps use an
+//! SDK: `clients/rust`, `clients/js`, `clients/python`).
 //!
 //! `data = base64(nonce(12) || ciphertext || tag(16))`, AES-256-GCM, associated data the
 //! UTF-8 bytes of `channel + "\n" + event`.

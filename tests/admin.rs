@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::proc::{spawn, temp_dir};
 use common::*;
-use sealcast::client::Client;
+use sealcast_client::wire::Client;
 
 const SECRET: &str = "acme-key-one-0123456789abcdefghijklmnop";
 

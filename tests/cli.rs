@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::proc::{run, spawn, temp_dir};
 use common::*;
-use sealcast::client::{Client, Publisher};
+use sealcast_client::wire::{Client, Publisher};
 use serde_json::json;
 
 fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::proc::{Proc, spawn, temp_dir};
 use common::redis::RedisServer;
 use common::*;
-use sealcast::client::{Client, Publisher};
+use sealcast_client::wire::{Client, Publisher};
 
 const SECRET: &str = "acme-key-one-0123456789abcdefghijklmnop";
 

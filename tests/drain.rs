@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::proc::{spawn, temp_dir};
 use common::raw::upgrade_request;
 use common::*;
-use sealcast::client::Client;
+use sealcast_client::wire::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "acme-key-one-0123456789abcdefghijklmnop";

@@ -73,8 +73,8 @@ async fn stuck_client_scenario(batch: u64, bound: impl FnOnce(&mut sealcast::con
     let mut got = Vec::new();
     let code = loop {
         match stuck.next(WAIT).await.unwrap() {
-            sealcast::client::Incoming::Frame(f) => got.push(f["offset"].as_u64().unwrap()),
-            sealcast::client::Incoming::Closed(code) => break code,
+            sealcast_client::wire::Incoming::Frame(f) => got.push(f["offset"].as_u64().unwrap()),
+            sealcast_client::wire::Incoming::Closed(code) => break code,
         }
     };
     assert_eq!(code, Some(4008));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use sealcast::auth::{MintClaims, unix_now};
-use sealcast::client::{Client, Incoming};
+use sealcast_client::wire::{Client, Incoming};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -298,7 +298,7 @@ async fn revoking_a_token_id_and_the_rules_of_the_endpoint() {
     assert!(
         matches!(
             r,
-            Err(sealcast::client::ClientError::Closed { code: Some(4003) })
+            Err(sealcast_client::wire::ClientError::Closed { code: Some(4003) })
         ),
         "{r:?}"
     );

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::proc::{spawn, temp_dir};
 use common::*;
-use sealcast::client::{Client, ClientError};
+use sealcast_client::wire::{Client, ClientError};
 use serde_json::json;
 
 const SECRET: &str = "acme-key-one-0123456789abcdefghijklmnop";

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
-use sealcast::client::Client;
+use sealcast_client::wire::Client;
 use serde_json::json;
 
 #[tokio::test]
@@ -190,7 +190,7 @@ async fn resubscribing_while_a_publisher_keeps_publishing_has_no_gap_and_no_dupl
         let mut live = 0;
         loop {
             let f = match c.next(Duration::from_millis(500)).await {
-                Ok(sealcast::client::Incoming::Frame(f)) => f,
+                Ok(sealcast_client::wire::Incoming::Frame(f)) => f,
                 _ => break,
             };
             let off = f["offset"].as_u64().unwrap();

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use common::redis::RedisServer;
 use common::*;
 use sealcast::auth::Secret;
-use sealcast::client::Client;
 use sealcast::config::BrokerKind;
+use sealcast_client::wire::Client;
 
 async fn node(redis: &RedisServer, prefix: &str) -> Relay {
     node_with(redis, prefix, |_| {}).await
@@ -311,14 +311,14 @@ async fn a_revocation_on_one_node_holds_on_every_node_and_on_nodes_started_later
     assert_eq!(on_b.closed(WAIT).await.unwrap(), Some(4003));
     let again = Client::open(&b.ws_url()).await.unwrap();
     match again.authenticate(&token).await {
-        Err(sealcast::client::ClientError::Closed { code }) => assert_eq!(code, Some(4003)),
+        Err(sealcast_client::wire::ClientError::Closed { code }) => assert_eq!(code, Some(4003)),
         other => panic!("revoked token accepted on another node: {other:?}"),
     }
     // A node that starts afterwards learns it from Redis.
     let c = node(&redis, "t4").await;
     let late = Client::open(&c.ws_url()).await.unwrap();
     match late.authenticate(&token).await {
-        Err(sealcast::client::ClientError::Closed { code }) => assert_eq!(code, Some(4003)),
+        Err(sealcast_client::wire::ClientError::Closed { code }) => assert_eq!(code, Some(4003)),
         other => panic!("revoked token accepted on a later node: {other:?}"),
     }
     // Others are untouched.

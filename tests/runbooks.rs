@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::proc::{spawn, temp_dir};
 use common::*;
 use sealcast::auth::{MintClaims, unix_now};
-use sealcast::client::Client;
+use sealcast_client::wire::Client;
 
 const K1: &str = "acme-key-one-0123456789abcdefghijklmnop";
 const K2: &str = "acme-key-two-0123456789abcdefghijklmnop";

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::raw::RawWs;
 use common::*;
 use sealcast::auth::{MintClaims, unix_now};
-use sealcast::client::{Client, Incoming};
+use sealcast_client::wire::{Client, Incoming};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -157,11 +157,11 @@ async fn apps_never_see_each_others_channels() {
     // Neither got the other's publication.
     assert!(matches!(
         acme.next(Duration::from_millis(300)).await,
-        Err(sealcast::client::ClientError::Timeout)
+        Err(sealcast_client::wire::ClientError::Timeout)
     ));
     assert!(matches!(
         other.next(Duration::from_millis(300)).await,
-        Err(sealcast::client::ClientError::Timeout)
+        Err(sealcast_client::wire::ClientError::Timeout)
     ));
     relay.stop().await;
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::certs::{ca, client_config, leaf};
 use common::*;
 use rustls::pki_types::CertificateDer;
-use sealcast::client::Client;
 use sealcast::config::TlsConfig;
+use sealcast_client::wire::Client;
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sealcast-tls-{name}-{}", std::process::id()));

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use sealcast::auth::{MintClaims, sign_with_header, unix_now};
-use sealcast::client::{Client, Incoming};
+use sealcast_client::wire::{Client, Incoming};
 use serde_json::{Value, json};
 
 fn claims(aud: &str) -> Value {

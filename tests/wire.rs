@@ -8,8 +8,8 @@ mod common;
 
 use common::*;
 use sealcast::auth::unix_now;
-use sealcast::client::Client;
 use sealcast::protocol::ClientFrame;
+use sealcast_client::wire::Client;
 use serde_json::{Value, json};
 
 fn fixture() -> Value {

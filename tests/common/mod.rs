@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sealcast::auth::{MintClaims, Secret, unix_now};
-use sealcast::client::{Client, Publisher};
 use sealcast::config::{AppConfig, Config, KeyConfig};
 use sealcast::protocol::AppId;
 use sealcast::{AppState, Server, payload};
+use sealcast_client::wire::{Client, Publisher};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -3,7 +3,7 @@
 //! closing the session.
 
 use futures_util::future::join_all;
-use sealcast::client::Client;
+use sealcast_client::wire::Client;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 

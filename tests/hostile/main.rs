@@ -40,8 +40,8 @@ use harness::{
     spawn_relay, watcher,
 };
 use sealcast::auth::{MintClaims, unix_now};
-use sealcast::client::Client;
 use sealcast::payload;
+use sealcast_client::wire::Client;
 use serde_json::Value;
 
 /// Allowed VmRSS growth between the end of round 1 and the end of round 2, in KiB.

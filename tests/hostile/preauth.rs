@@ -4,7 +4,7 @@
 
 use futures_util::future::join_all;
 use sealcast::auth::{MintClaims, unix_now};
-use sealcast::client::Client;
+use sealcast_client::wire::Client;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 

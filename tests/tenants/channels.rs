@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sealcast::client::{Client, Publisher};
+use sealcast_client::wire::{Client, Publisher};
 use serde_json::json;
 
 use crate::common::proc::{Proc, serve};

@@ -2,7 +2,7 @@
 //! whether the per-app budget or the relay-wide one is what fills.
 
 use sealcast::auth::{MintClaims, unix_now};
-use sealcast::client::{Client, Publisher};
+use sealcast_client::wire::{Client, Publisher};
 
 use crate::common::proc::{Proc, serve};
 use crate::common::*;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use sealcast::client::Publisher;
+use sealcast_client::wire::Publisher;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use sealcast::auth::{MintClaims, sign_with_header, unix_now};
-use sealcast::client::{Client, ClientError};
+use sealcast_client::wire::{Client, ClientError};
 use serde_json::json;
 
 use crate::common::proc::{spawn, temp_dir};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sealcast::auth::{MintClaims, unix_now};
-use sealcast::client::{Client, ClientError};
+use sealcast_client::wire::{Client, ClientError};
 use serde_json::{Value, json};
 
 use crate::common::proc::{Proc, serve};

@@ -12,8 +12,8 @@ use super::relay::{NS, Relay, reset_peak, sample};
 use super::report::Report;
 use super::stamp::{Stamp, now_ns};
 use super::sub::{Position, open_many, source};
-use crate::client::Publisher;
-use crate::client::lean::{LeanConn, LeanFrame, PubView};
+use sealcast_client::wire::Publisher;
+use sealcast_client::wire::lean::{LeanConn, LeanFrame, PubView};
 
 const MIB: f64 = 1048576.0;
 

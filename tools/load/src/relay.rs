@@ -9,8 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use std::io::BufRead;
 use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::auth::{MintClaims, unix_now};
+use sealcast_client::token::Signer;
 
 /// The app id, key id and namespace the load tool uses.
 pub const APP: &str = "load";
@@ -20,6 +22,33 @@ pub const KID: &str = "k1";
 pub const NS: &str = "load/bench";
 /// Environment variable carrying the generated secret to a spawned relay.
 pub const SECRET_ENV: &str = "SEALCAST_LOAD_SECRET";
+/// The second app of the `noisy` scenario (the noisy neighbour), with key `k1`.
+pub const NOISY_APP: &str = "noisy";
+/// Namespace of the noisy app's channels.
+pub const NOISY_NS: &str = "noisy/x";
+/// Environment variable carrying the noisy app's secret.
+pub const NOISY_SECRET_ENV: &str = "SEALCAST_LOAD_NOISY_SECRET";
+
+/// Per-app limits of a two-app relay (the `noisy` scenario): unlike the other scenarios'
+/// lifted limits, these are the ones a tenant really meets. Rates and bursts are
+/// `[limits]` (the same for both apps); the quotas are the noisy app's own overrides.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TenantLimits {
+    /// `limits.publish_rate_per_app`, and its burst.
+    pub publish_rate: u32,
+    /// `limits.revoke_rate_per_app`.
+    pub revoke_rate: u32,
+    /// `limits.revoke_burst_per_app`.
+    pub revoke_burst: u32,
+    /// `limits.subscribe_rate_per_connection`.
+    pub subscribe_rate: u32,
+    /// `limits.subscribe_burst_per_connection`.
+    pub subscribe_burst: u32,
+    /// `max_channels` of the noisy app.
+    pub max_channels: usize,
+    /// `max_revocations` of the noisy app.
+    pub max_revocations: usize,
+}
 
 /// Relay settings the load tool writes into the generated config.
 #[derive(Debug, Clone)]
@@ -37,6 +66,8 @@ pub struct RelaySettings {
     /// Write a `[limits]` table that lifts the per-IP, per-app and per-namespace limits
     /// (every load connection comes from 127.0.0.1 into one namespace).
     pub lift_limits: bool,
+    /// Add the noisy app and these per-app limits (connection limits stay lifted).
+    pub tenant: Option<TenantLimits>,
 }
 
 impl Default for RelaySettings {
@@ -48,6 +79,7 @@ impl Default for RelaySettings {
             history_ttl_secs: 120,
             max_batch: 1000,
             lift_limits: true,
+            tenant: None,
         }
     }
 }
@@ -60,7 +92,11 @@ pub struct Relay {
     pub addr: SocketAddr,
     /// Its process id, for `/proc`.
     pub pid: u32,
-    secret: Vec<u8>,
+    signer: Signer,
+    noisy: Option<Signer>,
+    /// Lines the relay wrote to stderr (spawned relays only): audit records are counted
+    /// here and not echoed, every other line is echoed to this process's stderr.
+    pub log_lines: Arc<AtomicU64>,
     child: Option<Child>,
     _dir: Option<PathBuf>,
 }
@@ -71,7 +107,7 @@ impl Relay {
     /// `[limits]` table (a build without it) is started again without.
     pub async fn spawn(binary: &Path, settings: &RelaySettings) -> anyhow::Result<Relay> {
         match Self::spawn_once(binary, settings).await {
-            Err(_) if settings.lift_limits => {
+            Err(_) if settings.lift_limits && settings.tenant.is_none() => {
                 let s = RelaySettings {
                     lift_limits: false,
                     ..settings.clone()
@@ -84,6 +120,7 @@ impl Relay {
 
     async fn spawn_once(binary: &Path, settings: &RelaySettings) -> anyhow::Result<Relay> {
         let secret = hex::encode(rand::random::<[u8; 32]>()).into_bytes();
+        let noisy_secret = hex::encode(rand::random::<[u8; 32]>()).into_bytes();
         let dir = std::env::temp_dir().join(format!("sealcast-load-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("relay.toml");
@@ -93,13 +130,28 @@ impl Relay {
             .arg("--config")
             .arg(&config)
             .env(SECRET_ENV, std::str::from_utf8(&secret)?)
+            .env(NOISY_SECRET_ENV, std::str::from_utf8(&noisy_secret)?)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
         let pid = child.id();
         let stdout = child.stdout.take().context("no stdout")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let log_lines = Arc::new(AtomicU64::new(0));
+        let lines = Arc::clone(&log_lines);
+        // Drains stderr: audit records (one per revocation in the noisy scenario) only
+        // counted, anything else (warnings, a panic) passed on.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                lines.fetch_add(1, Ordering::Relaxed);
+                if !line.contains("audit") {
+                    eprintln!("{line}");
+                }
+            }
+        });
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Reads the address line, then keeps draining so the relay never blocks on a pipe.
         std::thread::spawn(move || {
@@ -126,22 +178,38 @@ impl Relay {
         Ok(Relay {
             addr,
             pid,
-            secret,
+            signer: Signer::new(APP, Some(KID), &secret)?,
+            noisy: match settings.tenant {
+                Some(_) => Some(Signer::new(NOISY_APP, Some(KID), &noisy_secret)?),
+                None => None,
+            },
+            log_lines,
             child: Some(child),
             _dir: relay_dir,
         })
     }
 
-    /// A relay already running with app `load`, key `k1` = `secret`, namespace access to
-    /// `load/bench`.
-    pub fn attach(addr: SocketAddr, pid: u32, secret: Vec<u8>) -> Relay {
-        Relay {
+    /// A relay already running with app `load`, key `k1` = `secret` (and app `noisy`, key
+    /// `k1` = `noisy_secret`, when given). A secret the relay would refuse (under 32
+    /// bytes) is refused here, naming the rule.
+    pub fn attach(
+        addr: SocketAddr,
+        pid: u32,
+        secret: Vec<u8>,
+        noisy_secret: Option<Vec<u8>>,
+    ) -> anyhow::Result<Relay> {
+        Ok(Relay {
             addr,
             pid,
-            secret,
+            signer: Signer::new(APP, Some(KID), &secret)?,
+            noisy: match noisy_secret {
+                Some(s) => Some(Signer::new(NOISY_APP, Some(KID), &s)?),
+                None => None,
+            },
+            log_lines: Arc::new(AtomicU64::new(0)),
             child: None,
             _dir: None,
-        }
+        })
     }
 
     /// The `ws://` URL.
@@ -156,12 +224,29 @@ impl Relay {
 
     /// A connect token for `sub` valid for an hour.
     pub fn connect_token(&self, sub: &str) -> String {
-        MintClaims::connect(APP, NS, sub, unix_now(), 3600).sign(Some(KID), &self.secret)
+        // Constant claims and the tool's own `sub`s: only a bug can make them refused.
+        self.signer
+            .connect_token(NS, sub, 3600)
+            .expect("the load tool's connect claims are valid")
     }
 
     /// A publish token valid for 5 minutes (the longest allowed by default).
     pub fn publish_token(&self) -> String {
-        MintClaims::publish(APP, Some(NS), unix_now(), 300).sign(Some(KID), &self.secret)
+        self.signer
+            .publish_token(Some(NS), 300)
+            .expect("the load tool's publish claims are valid")
+    }
+
+    /// A connect token of the noisy app for `sub`, valid for an hour.
+    pub fn noisy_connect_token(&self, sub: &str) -> anyhow::Result<String> {
+        let signer = self.noisy.as_ref().context("no noisy app")?;
+        Ok(signer.connect_token(NOISY_NS, sub, 3600)?)
+    }
+
+    /// An app-wide publish token of the noisy app (it may revoke), valid for 5 minutes.
+    pub fn noisy_publish_token(&self) -> anyhow::Result<String> {
+        let signer = self.noisy.as_ref().context("no noisy app")?;
+        Ok(signer.publish_token(None, 300)?)
     }
 
     /// Whether the relay still runs.
@@ -198,9 +283,55 @@ publish_rate_per_app = 1000000
 publish_burst_per_app = 1000000
 "#;
 
+/// The `[limits]` table of a two-app relay: connection limits lifted (every load socket
+/// comes from a few loopback addresses), per-app rates as given.
+fn tenant_limits(t: &TenantLimits) -> String {
+    format!(
+        r#"
+[limits]
+max_connections = 1000000
+max_connections_per_app = 1000000
+max_connections_per_namespace = 1000000
+connect_rate_per_ip = 1000000
+connect_burst_per_ip = 1000000
+publish_rate_per_app = {p}
+publish_burst_per_app = {p}
+revoke_rate_per_app = {}
+revoke_burst_per_app = {}
+subscribe_rate_per_connection = {}
+subscribe_burst_per_connection = {}
+"#,
+        t.revoke_rate,
+        t.revoke_burst,
+        t.subscribe_rate,
+        t.subscribe_burst,
+        p = t.publish_rate,
+    )
+}
+
+/// The noisy app's table, with its own quotas.
+fn tenant_app(t: &TenantLimits) -> String {
+    format!(
+        r#"
+[[apps]]
+id = "{NOISY_APP}"
+max_channels = {}
+max_revocations = {}
+[[apps.keys]]
+kid = "{KID}"
+secret_env = "{NOISY_SECRET_ENV}"
+"#,
+        t.max_channels, t.max_revocations
+    )
+}
+
 /// The generated relay config.
 pub fn config_toml(s: &RelaySettings) -> String {
-    let limits = if s.lift_limits { LIFTED_LIMITS } else { "" };
+    let (limits, noisy) = match &s.tenant {
+        Some(t) => (tenant_limits(t), tenant_app(t)),
+        None if s.lift_limits => (LIFTED_LIMITS.to_string(), String::new()),
+        None => (String::new(), String::new()),
+    };
     format!(
         r#"listen = "127.0.0.1:0"
 
@@ -225,7 +356,7 @@ id = "{APP}"
 [[apps.keys]]
 kid = "{KID}"
 secret_env = "{SECRET_ENV}"
-"#,
+{noisy}"#,
         s.queue_frames, s.queue_bytes, s.history_per_channel, s.history_ttl_secs, s.max_batch
     )
 }
@@ -288,5 +419,47 @@ pub fn raise_fd_limit() -> u64 {
             hard
         }
         Err(_) => 1024,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealcast::config::Config;
+
+    #[test]
+    fn two_app_config_is_accepted_with_the_noisy_quotas() {
+        let t = TenantLimits {
+            publish_rate: 2000,
+            revoke_rate: 100,
+            revoke_burst: 100,
+            subscribe_rate: 20,
+            subscribe_burst: 256,
+            max_channels: 1000,
+            max_revocations: 500,
+        };
+        let s = RelaySettings {
+            tenant: Some(t),
+            ..RelaySettings::default()
+        };
+        let env = |v: &str| {
+            (v == SECRET_ENV || v == NOISY_SECRET_ENV)
+                .then(|| std::ffi::OsString::from("ab".repeat(32)))
+        };
+        let c = Config::parse(&config_toml(&s), env).expect("valid config");
+        assert_eq!(c.limits.publish_rate_per_app, 2000);
+        assert_eq!(c.limits.publish_burst_per_app, 2000);
+        assert_eq!(c.limits.revoke_rate_per_app, 100);
+        assert_eq!(c.limits.subscribe_burst_per_connection, 256);
+        assert_eq!(c.apps.len(), 2);
+        let noisy = c.apps.iter().find(|a| a.id.as_str() == NOISY_APP).unwrap();
+        assert_eq!(noisy.quota.max_channels, Some(1000));
+        assert_eq!(noisy.quota.max_revocations, Some(500));
+        let load = c.apps.iter().find(|a| a.id.as_str() == APP).unwrap();
+        assert_eq!(load.quota.max_channels, None);
+        // Without the tenant, the limits stay lifted and there is one app.
+        let c = Config::parse(&config_toml(&RelaySettings::default()), env).unwrap();
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(c.limits.publish_rate_per_app, 1_000_000);
     }
 }

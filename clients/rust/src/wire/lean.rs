@@ -188,6 +188,16 @@ impl LeanConn {
         })
     }
 
+    /// Sends `frame` (an object) with a fresh `id` and returns the relay's reply to it
+    /// (`subscribed`, `unsubscribed` or `error`), waiting at most the reply timeout.
+    pub async fn request(&mut self, mut frame: Value) -> Result<Value, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        frame["id"] = json!(id);
+        self.send_text(frame.to_string().as_bytes()).await?;
+        self.reply(Some(id)).await
+    }
+
     /// Waits (bounded) for a JSON reply that is not a `pub` frame, with `id` if given.
     async fn reply(&mut self, id: Option<u64>) -> Result<Value, ClientError> {
         let wait = tokio::time::sleep(super::REPLY_TIMEOUT);
@@ -371,8 +381,9 @@ mod tests {
 
     #[test]
     fn parses_a_pub_frame_cheaply() {
-        let f = crate::protocol::encode_pub("a/b#c", "Ev", "QUJD", 42);
-        let v = PubView::parse(f.as_bytes()).unwrap();
+        // As the relay encodes it.
+        let f = br#"{"type":"pub","channel":"a/b#c","event":"Ev","data":"QUJD","offset":42}"#;
+        let v = PubView::parse(f).unwrap();
         assert_eq!(v.offset, 42);
         assert_eq!(v.data, b"QUJD");
         assert_eq!(PubView::parse(br#"{"type":"subscribed","offset":1}"#), None);

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::stamp::{Stamp, now_ns};
-use crate::client::lean::{LeanConn, LeanFrame, PubView};
+use sealcast_client::wire::lean::{LeanConn, LeanFrame, PubView};
 
 /// Latencies are recorded in microseconds, up to 60 s.
 const MAX_LATENCY_US: u64 = 60_000_000;

@@ -1,4 +1,4 @@
-//! Timestamped payloads: real AES-256-GCM ciphertext (by [`crate::payload::encrypt`])
+//! Timestamped payloads: real AES-256-GCM ciphertext (by [`sealcast_client::payload::encrypt_bytes`])
 //! whose plaintext starts with the send time, `{"t":<19 digits of unix ns>,"p":"<pad>"}`.
 //!
 //! Reading the time must not cost a whole decryption per delivery (the load generator,
@@ -15,7 +15,7 @@ use aes_gcm::aes::cipher::{BlockEncrypt, KeyInit, generic_array::GenericArray};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::payload;
+use sealcast_client::payload::{self, PayloadKey};
 
 const PREFIX: &[u8] = br#"{"t":"#;
 const DIGITS: usize = 19;
@@ -31,7 +31,7 @@ pub fn now_ns() -> u64 {
 /// Makes and reads timestamped payloads for one key.
 #[derive(Clone)]
 pub struct Stamp {
-    key: [u8; 32],
+    key: PayloadKey,
     block: Aes256,
 }
 
@@ -45,7 +45,7 @@ impl Stamp {
     /// For a 32-byte payload key.
     pub fn new(key: [u8; 32]) -> Stamp {
         Stamp {
-            key,
+            key: PayloadKey::from_bytes(&key).expect("32 bytes"),
             block: Aes256::new(GenericArray::from_slice(&key)),
         }
     }
@@ -57,7 +57,7 @@ impl Stamp {
         let raw = data_len / 4 * 3;
         let pad = raw.saturating_sub(12 + 16 + 32);
         let plaintext = format!(r#"{{"t":{t_ns:019},"p":"{}"}}"#, "x".repeat(pad));
-        payload::encrypt(&self.key, channel, event, plaintext.as_bytes()).unwrap_or_default()
+        payload::encrypt_bytes(channel, event, plaintext.as_bytes(), &self.key)
     }
 
     /// The send time from the first 24 plaintext bytes, without authenticating.
@@ -85,7 +85,7 @@ impl Stamp {
     /// Decrypts and authenticates in full; the send time if the plaintext is stamped.
     pub fn open(&self, channel: &str, event: &str, data: &[u8]) -> Option<u64> {
         let data = std::str::from_utf8(data).ok()?;
-        let plain = payload::decrypt(&self.key, channel, event, data).ok()?;
+        let plain = payload::decrypt_bytes(channel, event, data, &self.key).ok()?;
         parse_stamp(plain.get(..PREFIX.len() + DIGITS)?)
     }
 }

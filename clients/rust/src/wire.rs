@@ -1,6 +1,19 @@
-//! A small client of the protocol: a WebSocket subscriber and an HTTP publisher.
-//! The integration tests and the load tool are written on it; [`lean`] is the same
-//! protocol with a minimal codec, for reading many sockets at load.
+//! The protocol frame by frame, for tests of a relay and for tools: a WebSocket
+//! [`Client`] that sends and reads raw JSON frames (no reconnect, no decryption) and an HTTP
+//! [`Publisher`] that answers every status as it came (no retry). The relay's black-box tests
+//! and the load generator are written on it; [`lean`] is the same protocol with a minimal
+//! codec, for reading many sockets at load. Applications use [`crate::Subscriber`] and
+//! [`crate::Publisher`] instead.
+//!
+//! ```no_run
+//! # async fn demo(token: &str) -> Result<(), sealcast_client::wire::ClientError> {
+//! use sealcast_client::wire::Client;
+//! let (mut c, connected) = Client::connect("ws://127.0.0.1:8080/v1/ws", token).await?;
+//! assert_eq!(connected["type"], "connected");
+//! let subscribed = c.subscribe("site/1#news", None).await?;
+//! println!("at offset {}", subscribed["offset"]);
+//! # Ok(()) }
+//! ```
 
 pub mod lean;
 

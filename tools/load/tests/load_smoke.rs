@@ -1,0 +1,178 @@
+//! CI smoke run of `sealcast-load`: each scenario once at a small size against a relay the
+//! tool starts itself (the workspace's debug `sealcast` binary). Fails on any loss, duplicate, refused
+//! publication or broken connection; asserts no timing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The relay binary: `SEALCAST_BIN`, or the workspace's debug build (`cargo build --bin
+/// sealcast`; `scripts/test` builds it first).
+fn relay_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SEALCAST_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
+    let bin = target.join("debug").join("sealcast");
+    assert!(
+        bin.exists(),
+        "no relay binary at {}: build it with `cargo build --bin sealcast` (or set SEALCAST_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+fn run(name: &str, args: &[&str]) -> Value {
+    // One directory per run: the tests run in parallel and each removes its own.
+    let dir =
+        std::env::temp_dir().join(format!("sealcast-load-smoke-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join(format!("{name}.json"));
+    let out = Command::new(env!("CARGO_BIN_EXE_sealcast-load"))
+        .arg("--relay-bin")
+        .arg(relay_bin())
+        .arg("--json")
+        .arg(&json)
+        .args(args)
+        .output()
+        .expect("run sealcast-load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "sealcast-load {args:?} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    let _ = std::fs::remove_dir_all(Path::new(&dir));
+    report
+}
+
+#[test]
+fn connections_fanout_and_storm_lose_nothing() {
+    let c = run(
+        "connections",
+        &["connections", "--conns", "50", "--per-channel", "10"],
+    );
+    assert_eq!(c["figures"]["connections"], 50);
+
+    let f = run(
+        "fanout",
+        &[
+            "fanout",
+            "--subs",
+            "50",
+            "--channels",
+            "2",
+            "--count",
+            "200",
+            "--batch",
+            "20",
+            "--rate",
+            "2000",
+            "--warmup",
+            "0",
+            "--verify-every",
+            "7",
+        ],
+    );
+    let figures = &f["figures"];
+    assert_eq!(figures["published"], 200);
+    assert_eq!(figures["deliveries"], 200 * 25);
+    for zero in ["lost", "duplicated", "bad_payloads", "refused_publications"] {
+        assert_eq!(figures[zero], 0, "{zero}: {f}");
+    }
+    assert!(figures["verified_in_full"].as_u64().unwrap() > 0);
+
+    let single = run(
+        "fanout-single",
+        &["fanout", "--subs", "10", "--count", "20", "--warmup", "0"],
+    );
+    assert_eq!(single["figures"]["deliveries"], 200);
+
+    let s = run(
+        "storm",
+        &[
+            "storm",
+            "--clients",
+            "50",
+            "--per-channel",
+            "10",
+            "--missed",
+            "5",
+        ],
+    );
+    assert_eq!(s["figures"]["not_recovered"], 0);
+    assert_eq!(s["figures"]["lost"], 0);
+    assert_eq!(s["figures"]["duplicated"], 0);
+}
+
+#[test]
+fn noisy_neighbour_is_refused_while_the_other_app_loses_nothing() {
+    let n = run(
+        "noisy",
+        &[
+            "noisy",
+            "--subs",
+            "20",
+            "--rate",
+            "20",
+            "--duration",
+            "4",
+            "--warmup",
+            "0",
+            "--rounds",
+            "1",
+            "--app-publish-rate",
+            "100",
+            "--app-overload",
+            "3",
+            "--app-max-channels",
+            "20",
+            "--app-revoke-rate",
+            "20",
+            "--app-revoke-burst",
+            "20",
+            "--app-revoke-overload",
+            "3",
+            "--app-max-revocations",
+            "30",
+            "--app-subscribe-burst",
+            "10",
+            "--app-sub-conns",
+            "2",
+            "--app-sub-rate",
+            "50",
+        ],
+    );
+    let f = &n["figures"];
+    let get = |k: &str| f[k].as_u64().unwrap_or_else(|| panic!("{k}: {n}"));
+    // B: everything it published reached all 20 subscribers, in order, once.
+    assert!(get("b_published") >= 100, "{n}");
+    assert_eq!(get("b_deliveries"), get("b_published") * 20, "{n}");
+    for zero in ["lost", "duplicated", "bad_payloads", "refused_publications"] {
+        assert_eq!(get(zero), 0, "{zero}: {n}");
+    }
+    assert!(f["b_p99_on_ms"][0].as_f64().unwrap() > 0.0, "{n}");
+    // A: served within its limits, refused beyond each of them.
+    assert!(get("a_publish_ok_total") > 0, "{n}");
+    assert!(get("a_publish_429_total") > 0, "publish rate: {n}");
+    assert!(get("a_publish_503_total") > 0, "channel quota: {n}");
+    assert_eq!(get("a_revoke_ok_total"), 30, "revocation quota: {n}");
+    assert!(get("a_revoke_429_total") > 0, "revoke rate: {n}");
+    assert!(get("a_revoke_503_total") > 0, "revocation quota: {n}");
+    assert!(
+        get("a_subscribe_rate_refused_total") > 0,
+        "subscribe rate: {n}"
+    );
+    // Those the rate let through were served, or refused by the channel quota once A's
+    // publications held it.
+    assert!(
+        get("a_subscribe_ok_total") + get("a_subscribe_quota_refused_total") > 0,
+        "{n}"
+    );
+    assert_eq!(get("a_unexpected"), 0, "{n}");
+}
