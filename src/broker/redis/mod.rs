@@ -40,26 +40,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 
 use super::{BoxFuture, Broker, BrokerError, RevocationHook, SharedRevocation};
 use crate::config::Config;
 use crate::history::Publication;
 use crate::hub::{ChannelKey, Hub, Outbox, Published, SessionId, Subscribed};
-use crate::protocol::{AppId, Channel, CloseCode, EventName};
-use crate::revocation::Target;
+use crate::protocol::EventName;
 use crate::telemetry::Metrics;
+use revocations::{REVOCATION_MESSAGE, kind_value, revocation_key};
 use scripts::{PUBLISH_LUA, REVOKE_LUA, SUBSCRIBE_LUA};
 
+mod pubsub;
+mod revocations;
 mod scripts;
 
-/// Messages on the pub/sub channel that are not publications start with this (an app id
-/// cannot contain `!`).
-const REVOCATION_MESSAGE: &str = "!rev ";
-
 /// How long a Redis command may take before the broker reports itself unavailable.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A broker on Redis, shared by every relay node.
 pub struct RedisBroker {
@@ -141,7 +138,7 @@ impl RedisBroker {
             generation: Arc::new(AtomicU64::new(0)),
             metrics,
         });
-        tokio::spawn(listen(
+        tokio::spawn(pubsub::listen(
             client,
             broker.commands.clone(),
             broker.prefix.clone(),
@@ -356,196 +353,6 @@ fn unavailable(metrics: &Metrics, what: &str, e: &redis::RedisError) -> BrokerEr
     BrokerError::Unavailable
 }
 
-/// The pub/sub side: listens on `channel`, relays into the hub, and on a lost connection
-/// closes every local subscriber (1011), bumps the generation and reconnects with backoff.
-/// Ends when the broker is dropped.
-#[allow(clippy::too_many_arguments)]
-async fn listen(
-    client: redis::Client,
-    mut commands: ConnectionManager,
-    prefix: String,
-    channel: String,
-    hub: Arc<Hub>,
-    metrics: Arc<Metrics>,
-    mut hook: tokio::sync::watch::Receiver<Option<RevocationHook>>,
-    listening: Arc<AtomicBool>,
-    generation: Arc<AtomicU64>,
-    broker: std::sync::Weak<RedisBroker>,
-) {
-    // Nothing is served before the relay can apply shared revocations.
-    let revoke: RevocationHook = match hook.wait_for(Option::is_some).await {
-        Ok(h) => h.as_ref().map(Arc::clone).expect("waited for"),
-        Err(_) => return,
-    };
-    let mut backoff = Duration::from_millis(100);
-    while broker.strong_count() > 0 {
-        // Ready means both connections work: the command connection (re)connects lazily,
-        // so it is exercised here once the pub/sub connection listens.
-        let connected = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            let mut pong = redis::cmd("PING")
-                .query_async::<String>(&mut commands)
-                .await;
-            if pong.is_err() {
-                pong = redis::cmd("PING")
-                    .query_async::<String>(&mut commands)
-                    .await;
-            }
-            pong?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        match tokio::time::timeout(COMMAND_TIMEOUT, connected).await {
-            Ok(Ok(pubsub)) => {
-                backoff = Duration::from_millis(100);
-                // Revocations stored before we listened; later ones arrive as messages.
-                if let Err(e) = load_revocations(&mut commands, &prefix, &*revoke).await {
-                    tracing::warn!(error = ?e.kind(), "cannot load revocations; retrying");
-                    tokio::time::sleep(backoff).await;
-                    continue;
-                }
-                listening.store(true, Ordering::Release);
-                metrics.broker_up.set(1);
-                tracing::info!("Redis broker listening");
-                let mut messages = pubsub.into_on_message();
-                while let Some(msg) = messages.next().await {
-                    let payload = msg.get_payload_bytes();
-                    match payload.strip_prefix(REVOCATION_MESSAGE.as_bytes()) {
-                        Some(rev) => {
-                            if let Some(r) = parse_revocation_message(rev) {
-                                revoke(&r);
-                            }
-                        }
-                        None => relay_message(&hub, payload),
-                    }
-                }
-                listening.store(false, Ordering::Release);
-                metrics.broker_up.set(0);
-                metrics.broker_disconnects.inc();
-                generation.fetch_add(1, Ordering::AcqRel);
-                let closed = hub.close_all_subscribers(CloseCode::InternalError);
-                tracing::warn!(
-                    closed,
-                    "Redis pub/sub connection lost: subscribers closed to recover"
-                );
-            }
-            Ok(Err(e)) => {
-                metrics.broker_errors.inc();
-                tracing::warn!(error = ?e.kind(), "cannot reach Redis; retrying");
-            }
-            Err(_) => {
-                metrics.broker_errors.inc();
-                tracing::warn!("Redis did not answer in time; retrying");
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// How a revocation target is written in keys and messages: `s` or `j`, and the value.
-fn kind_value(target: &Target) -> (&'static str, &str) {
-    match target {
-        Target::Sub(s) => ("s", s),
-        Target::Jti(j) => ("j", j),
-    }
-}
-
-fn revocation_key(prefix: &str, r: &SharedRevocation) -> String {
-    let (kind, value) = kind_value(&r.target);
-    format!("{prefix}:rv:{}:{kind}:{value}", r.app.as_str())
-}
-
-/// `<app> <s|j> <until> <value>` (the value last: it may contain spaces).
-fn parse_revocation_message(text: &[u8]) -> Option<SharedRevocation> {
-    let text = std::str::from_utf8(text).ok()?;
-    let mut parts = text.splitn(4, ' ');
-    let app = AppId::parse(parts.next()?).ok()?;
-    let kind = parts.next()?;
-    let until = parts.next()?.parse().ok()?;
-    let target = target(kind, parts.next()?)?;
-    Some(SharedRevocation { app, target, until })
-}
-
-fn target(kind: &str, value: &str) -> Option<Target> {
-    if value.is_empty() {
-        return None;
-    }
-    match kind {
-        "s" => Some(Target::Sub(value.to_string())),
-        "j" => Some(Target::Jti(value.to_string())),
-        _ => None,
-    }
-}
-
-/// Hands every stored, live revocation to the relay (SCAN, so Redis is never blocked).
-async fn load_revocations(
-    commands: &mut ConnectionManager,
-    prefix: &str,
-    apply: &(dyn Fn(&SharedRevocation) + Send + Sync),
-) -> redis::RedisResult<()> {
-    let pattern = format!("{prefix}:rv:*");
-    let strip = format!("{prefix}:rv:");
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(commands)
-            .await?;
-        if !keys.is_empty() {
-            let untils: Vec<Option<i64>> =
-                redis::cmd("MGET").arg(&keys).query_async(commands).await?;
-            for (key, until) in keys.iter().zip(untils) {
-                let parsed = key.strip_prefix(&strip).and_then(|rest| {
-                    let mut p = rest.splitn(3, ':');
-                    let app = AppId::parse(p.next()?).ok()?;
-                    let kind = p.next()?;
-                    Some(SharedRevocation {
-                        app,
-                        target: target(kind, p.next()?)?,
-                        until: until?,
-                    })
-                });
-                if let Some(r) = parsed {
-                    apply(&r);
-                }
-            }
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
-}
-
-/// One pub/sub message `<app> <channel> <epoch> <offset> <event> <data>` into the hub; a
-/// message that does not parse (another writer on our channel) is ignored.
-fn relay_message(hub: &Hub, payload: &[u8]) {
-    let Ok(text) = std::str::from_utf8(payload) else {
-        return;
-    };
-    let mut parts = text.splitn(6, ' ');
-    let mut next = || parts.next();
-    let (Some(app), Some(channel), Some(epoch), Some(offset), Some(event), Some(data)) =
-        (next(), next(), next(), next(), next(), next())
-    else {
-        return;
-    };
-    let (Ok(app), Ok(channel), Ok(offset), Ok(event)) = (
-        AppId::parse(app),
-        Channel::parse(channel),
-        offset.parse::<u64>(),
-        EventName::parse(event),
-    ) else {
-        return;
-    };
-    hub.relay(&ChannelKey { app, channel }, epoch, offset, &event, data);
-}
-
 impl Broker for RedisBroker {
     fn publish<'a>(
         &'a self,
@@ -612,33 +419,7 @@ impl Broker for RedisBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn revocation_messages_and_keys_round_trip() {
-        let r = SharedRevocation {
-            app: AppId::parse("acme").unwrap(),
-            target: Target::Sub("user with spaces:and:colons".into()),
-            until: 1_900_000_000,
-        };
-        let message = format!("acme s {} user with spaces:and:colons", r.until);
-        assert_eq!(
-            parse_revocation_message(message.as_bytes()),
-            Some(r.clone())
-        );
-        assert_eq!(
-            revocation_key("p", &r),
-            "p:rv:acme:s:user with spaces:and:colons"
-        );
-        for bad in [
-            "acme x 1 v",
-            "acme s soon v",
-            "acme s 1 ",
-            "a!b s 1 v",
-            "acme s",
-        ] {
-            assert_eq!(parse_revocation_message(bad.as_bytes()), None, "{bad}");
-        }
-    }
+    use crate::protocol::{AppId, Channel};
 
     #[test]
     fn idempotency_keys_of_different_channels_never_share_a_redis_key() {
@@ -654,34 +435,5 @@ mod tests {
             idempotency_redis_key("p", &k("ns#a"), "k 1"),
             "p:i:acme:ns#a k 1"
         );
-    }
-
-    #[test]
-    fn malformed_pub_sub_messages_are_ignored() {
-        let hub = Hub::new(
-            crate::hub::HubConfig::default(),
-            Arc::new(Metrics::default()),
-        );
-        let key = ChannelKey {
-            app: AppId::parse("acme").unwrap(),
-            channel: Channel::parse("ns#t").unwrap(),
-        };
-        let outbox = Arc::new(Outbox::new(crate::hub::OutboxLimits {
-            max_frames: 10,
-            max_bytes: 1 << 20,
-        }));
-        hub.subscribe(&key, 1, &outbox, None).unwrap();
-        for bad in [
-            &b"acme ns#t e1 x Ev AAAA"[..],
-            b"acme ns#t e1 1",
-            b"acme bad-channel e1 1 Ev AAAA",
-            b"acme ns#t e1 1 E\xffv AAAA",
-            b"\xff\xfe",
-        ] {
-            relay_message(&hub, bad);
-        }
-        assert_eq!(outbox.len(), 0);
-        relay_message(&hub, b"acme ns#t e1 1 Ev AAAA");
-        assert_eq!(outbox.len(), 1);
     }
 }
