@@ -58,6 +58,9 @@ pub struct Metrics {
     /// Times the broker's ordered stream was lost (Redis pub/sub connection), each closing
     /// every local subscriber with 1011.
     pub broker_disconnects: Counter,
+    /// The last canary round trip through each Redis Cluster shard, in microseconds, by
+    /// shard primary (`host:port`); a shard whose canary stops makes the relay not ready.
+    pub broker_canary_rtt_us: Family<NameLabel, Gauge>,
     /// TLS handshakes in progress (bounded by `tls.max_handshakes`).
     pub tls_handshakes: Gauge,
     /// Live revocations held by this node (bounded per app by
@@ -179,6 +182,11 @@ impl Metrics {
             "broker_disconnects",
             "Times the broker's ordered stream was lost",
             self.broker_disconnects.clone(),
+        );
+        r.register(
+            "broker_canary_rtt_us",
+            "Last canary round trip through each Redis Cluster shard (microseconds)",
+            self.broker_canary_rtt_us.clone(),
         );
         r.register(
             "tls_handshakes",

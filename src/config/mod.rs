@@ -167,6 +167,10 @@ pub struct Config {
     /// The Redis URL, resolved from `redis_url` or `redis_url_env` when the broker is
     /// Redis (a secret: it may carry a password).
     pub redis_url: Option<Secret>,
+    /// The Redis Cluster seed nodes (`kind = "redis-cluster"`), resolved from `redis_urls`,
+    /// `redis_urls_env`, `redis_urls_file`, or one of the `redis_url` keys (secrets: they
+    /// may carry a password).
+    pub redis_seeds: Vec<Secret>,
     /// TLS; `None` serves plain HTTP/WS (behind a TLS-terminating ingress).
     pub tls: Option<TlsConfig>,
     /// Origins allowed to open a WebSocket; `None` allows all (with a start-up warning).
@@ -275,6 +279,7 @@ impl Config {
             limits: raw.limits,
             revocation: raw.revocation,
             redis_url: redis_url(&raw.broker, &env)?,
+            redis_seeds: redis_seeds(&raw.broker, &env)?,
             broker: raw.broker,
             tls: raw.tls,
             allowed_origins: raw.allowed_origins,
@@ -300,6 +305,7 @@ impl Config {
             revocation: RevocationConfig::default(),
             broker: BrokerConfig::default(),
             redis_url: None,
+            redis_seeds: Vec::new(),
             tls: None,
             allowed_origins: None,
             apps,
@@ -509,6 +515,10 @@ fn redis_url(
     let given = usize::from(b.redis_url.is_some())
         + usize::from(b.redis_url_env.is_some())
         + usize::from(b.redis_url_file.is_some());
+    if b.kind == BrokerKind::RedisCluster {
+        // One seed node: read by redis_seeds.
+        return Ok(None);
+    }
     if b.kind != BrokerKind::Redis {
         if given > 0 {
             return Err(invalid(
@@ -561,6 +571,97 @@ fn redis_url(
         ));
     }
     Ok(Some(Secret::new(url.into_bytes())))
+}
+
+/// The seed nodes of a `[broker]` of kind `redis-cluster`: a list (`redis_urls`, inline
+/// only without credentials; `redis_urls_env`, separated by commas or whitespace;
+/// `redis_urls_file`, one per line) or one seed through the `redis_url` keys.
+fn redis_seeds(
+    b: &BrokerConfig,
+    env: &impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Vec<Secret>, ConfigError> {
+    let lists = usize::from(b.redis_urls.is_some())
+        + usize::from(b.redis_urls_env.is_some())
+        + usize::from(b.redis_urls_file.is_some());
+    if b.kind != BrokerKind::RedisCluster {
+        if lists > 0 {
+            return Err(invalid(
+                "broker.kind",
+                "seed nodes (redis_urls) are given but kind is not \"redis-cluster\"",
+            ));
+        }
+        return Ok(Vec::new());
+    }
+    let singles = usize::from(b.redis_url.is_some())
+        + usize::from(b.redis_url_env.is_some())
+        + usize::from(b.redis_url_file.is_some());
+    if lists + singles != 1 {
+        return Err(invalid(
+            "broker",
+            "kind \"redis-cluster\" needs exactly one of redis_urls, redis_urls_file, redis_urls_env, redis_url, redis_url_file or redis_url_env",
+        ));
+    }
+    let urls: Vec<String> = if singles == 1 {
+        let single = BrokerConfig {
+            kind: BrokerKind::Redis,
+            ..b.clone()
+        };
+        let url = redis_url(&single, env)?.expect("kind redis with one URL key");
+        vec![String::from_utf8_lossy(url.expose()).into_owned()]
+    } else if let Some(list) = &b.redis_urls {
+        for (i, url) in list.iter().enumerate() {
+            let authority = url.split_once("://").map_or("", |(_, r)| r);
+            if authority.split('/').next().unwrap_or("").contains('@') {
+                return Err(invalid(
+                    format!("broker.redis_urls[{i}]"),
+                    "a URL with credentials must come from redis_urls_file or redis_urls_env (secrets only from files or the environment)",
+                ));
+            }
+        }
+        list.clone()
+    } else if let Some(path) = &b.redis_urls_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            invalid(
+                "broker.redis_urls_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    } else {
+        let var = b.redis_urls_env.as_deref().unwrap_or_default();
+        env(var)
+            .ok_or_else(|| {
+                invalid(
+                    "broker.redis_urls_env",
+                    format!("environment variable {var} is not set"),
+                )
+            })?
+            .to_string_lossy()
+            .split([',', ' ', '\n', '\t'])
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    if urls.is_empty() || urls.len() > 64 {
+        return Err(invalid("broker.redis_urls", "give 1 to 64 seed nodes"));
+    }
+    if urls
+        .iter()
+        .any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+    {
+        return Err(invalid(
+            "broker.redis_urls",
+            "every seed must start with redis:// or rediss://",
+        ));
+    }
+    Ok(urls
+        .into_iter()
+        .map(|u| Secret::new(u.into_bytes()))
+        .collect())
 }
 
 fn load_secret(

@@ -232,13 +232,16 @@ pub enum BrokerKind {
     Memory,
     /// Redis, shared by every relay node: clients may reconnect to any node and recover.
     Redis,
+    /// Redis Cluster: channels spread over its shards, publications on sharded pub/sub.
+    #[serde(rename = "redis-cluster")]
+    RedisCluster,
 }
 
 /// `[broker]`: one node in memory, or many nodes on Redis.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    /// `memory` or `redis`.
+    /// `memory`, `redis` or `redis-cluster`.
     pub kind: BrokerKind,
     /// Redis URL without credentials (`redis://host:6379/0`, `rediss://` for TLS).
     pub redis_url: Option<String>,
@@ -248,6 +251,12 @@ pub struct BrokerConfig {
     /// File holding the Redis URL (the preferred way to give one with a password: a mounted
     /// secret, readable by the relay's user only).
     pub redis_url_file: Option<PathBuf>,
+    /// Seed nodes of a Redis Cluster (`kind = "redis-cluster"`), without credentials.
+    pub redis_urls: Option<Vec<String>>,
+    /// Environment variable holding the seed nodes, separated by commas or whitespace.
+    pub redis_urls_env: Option<String>,
+    /// File holding the seed nodes, one per line (the way to give them with a password).
+    pub redis_urls_file: Option<PathBuf>,
     /// Prefix of every Redis key and pub/sub channel of this relay cluster.
     pub prefix: String,
 }
@@ -259,6 +268,9 @@ impl Default for BrokerConfig {
             redis_url: None,
             redis_url_env: None,
             redis_url_file: None,
+            redis_urls: None,
+            redis_urls_env: None,
+            redis_urls_file: None,
             prefix: "sealcast".into(),
         }
     }

@@ -6,6 +6,7 @@ pub mod certs;
 pub mod proc;
 pub mod raw;
 pub mod redis;
+pub mod redis_cluster;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

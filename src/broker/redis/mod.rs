@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
+use redis::cluster::ClusterClientBuilder;
 
 use super::{BoxFuture, Broker, BrokerError, RevocationHook, SharedRevocation};
 use crate::config::Config;
@@ -48,12 +49,18 @@ use crate::history::Publication;
 use crate::hub::{ChannelKey, Hub, Outbox, Published, SessionId, Subscribed};
 use crate::protocol::EventName;
 use crate::telemetry::Metrics;
-use revocations::{REVOCATION_MESSAGE, kind_value, revocation_key};
+use commands::Commands;
+use layout::Layout;
+use revocations::{REVOCATION_MESSAGE, kind_value};
 use scripts::{PUBLISH_LUA, REVOKE_LUA, SUBSCRIBE_LUA};
+use shards::Shards;
 
+mod commands;
+mod layout;
 mod pubsub;
 mod revocations;
 mod scripts;
+mod shards;
 
 /// How long a Redis command may take before the broker reports itself unavailable.
 pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -61,20 +68,20 @@ pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// A broker on Redis, shared by every relay node.
 pub struct RedisBroker {
     hub: Arc<Hub>,
-    commands: ConnectionManager,
+    commands: Commands,
     publish_script: redis::Script,
     subscribe_script: redis::Script,
     revoke_script: redis::Script,
     /// Set once by the relay; the listener waits for it before it listens.
     revocation_hook: tokio::sync::watch::Sender<Option<RevocationHook>>,
-    prefix: String,
-    /// `<prefix>:p:<db>`: pub/sub ignores the database index, so the name carries it and
-    /// deployments on different databases of one Redis never hear each other.
-    pubsub_channel: String,
+    layout: Layout,
     history_ttl: Duration,
     max_per_channel: usize,
     state_ttl: Duration,
-    /// True while the pub/sub connection listens.
+    /// On a Redis Cluster: the shard subscriptions (then `listening` and `generation`
+    /// are unused).
+    shards: Option<Arc<Shards>>,
+    /// True while the pub/sub connection listens (one server).
     listening: Arc<AtomicBool>,
     /// Bumped each time the pub/sub connection is lost.
     generation: Arc<AtomicU64>,
@@ -85,8 +92,9 @@ impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the URL: it may carry a password.
         f.debug_struct("RedisBroker")
-            .field("prefix", &self.prefix)
-            .field("listening", &self.listening.load(Ordering::Relaxed))
+            .field("prefix", &self.layout.prefix())
+            .field("cluster", &self.shards.is_some())
+            .field("ready", &self.is_ready())
             .finish()
     }
 }
@@ -96,6 +104,67 @@ fn new_epoch() -> String {
 }
 
 impl RedisBroker {
+    /// Creates the broker on a Redis Cluster and starts its shard supervisor. Returns at
+    /// once: until the cluster answers, the broker is not ready and refuses work.
+    pub fn start_cluster(
+        config: &Config,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, String> {
+        let seeds: Vec<String> = config
+            .redis_seeds
+            .iter()
+            .map(|s| {
+                std::str::from_utf8(s.expose())
+                    .map(String::from)
+                    .map_err(|_| "a Redis seed URL is not UTF-8".to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        let first = seeds
+            .first()
+            .ok_or("broker kind redis-cluster without seeds")?;
+        let seed = redis::IntoConnectionInfo::into_connection_info(first.as_str())
+            .map_err(|e| format!("bad Redis seed URL: {:?}", e.kind()))?;
+        let client = ClusterClientBuilder::new(seeds)
+            .connection_timeout(COMMAND_TIMEOUT)
+            .response_timeout(COMMAND_TIMEOUT)
+            .retries(3)
+            .max_retry_wait(500)
+            .build()
+            .map_err(|e| format!("bad Redis seed URLs: {:?}", e.kind()))?;
+        // Connects in the background: the relay starts (not ready) while the cluster is
+        // unreachable, as with one server.
+        let commands = Commands::Cluster(
+            client.get_pending_async_connection_with_config(redis::cluster::ClusterConfig::new()),
+        );
+        let (revocation_hook, hook) = tokio::sync::watch::channel(None);
+        let layout = Layout::cluster(&config.broker.prefix);
+        let shards = Shards::new(
+            Arc::clone(&hub),
+            Arc::clone(&metrics),
+            commands.clone(),
+            seed,
+            layout.clone(),
+        );
+        tokio::spawn(Shards::supervise(Arc::downgrade(&shards), hook));
+        Ok(Arc::new(RedisBroker {
+            hub,
+            commands,
+            publish_script: redis::Script::new(PUBLISH_LUA),
+            subscribe_script: redis::Script::new(SUBSCRIBE_LUA),
+            revoke_script: redis::Script::new(REVOKE_LUA),
+            revocation_hook,
+            layout,
+            history_ttl: config.history.ttl,
+            max_per_channel: config.history.max_per_channel,
+            state_ttl: config.history.channel_state_ttl,
+            shards: Some(shards),
+            listening: Arc::new(AtomicBool::new(false)),
+            generation: Arc::new(AtomicU64::new(0)),
+            metrics,
+        }))
+    }
+
     /// Creates the broker and starts its pub/sub listener (which reconnects on its own).
     /// Returns at once: until Redis answers, the broker is not ready and refuses work.
     pub fn start(
@@ -117,6 +186,7 @@ impl RedisBroker {
             .set_max_delay(Duration::from_millis(500));
         let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager)
             .map_err(|e| format!("cannot set up Redis: {:?}", e.kind()))?;
+        let commands = Commands::Single(commands);
         let (revocation_hook, hook) = tokio::sync::watch::channel(None);
         let broker = Arc::new(RedisBroker {
             hub,
@@ -125,15 +195,14 @@ impl RedisBroker {
             subscribe_script: redis::Script::new(SUBSCRIBE_LUA),
             revoke_script: redis::Script::new(REVOKE_LUA),
             revocation_hook,
-            prefix: config.broker.prefix.clone(),
-            pubsub_channel: format!(
-                "{}:p:{}",
-                config.broker.prefix,
-                client.get_connection_info().redis_settings().db()
+            layout: Layout::single(
+                &config.broker.prefix,
+                client.get_connection_info().redis_settings().db(),
             ),
             history_ttl: config.history.ttl,
             max_per_channel: config.history.max_per_channel,
             state_ttl: config.history.channel_state_ttl,
+            shards: None,
             listening: Arc::new(AtomicBool::new(false)),
             generation: Arc::new(AtomicU64::new(0)),
             metrics,
@@ -141,8 +210,8 @@ impl RedisBroker {
         tokio::spawn(pubsub::listen(
             client,
             broker.commands.clone(),
-            broker.prefix.clone(),
-            broker.pubsub_channel.clone(),
+            broker.layout.revocation_prefix(),
+            broker.layout.pubsub_channel().to_string(),
             Arc::clone(&broker.hub),
             Arc::clone(&broker.metrics),
             hook,
@@ -153,16 +222,23 @@ impl RedisBroker {
         Ok(broker)
     }
 
-    /// The channel's meta and history keys, the data set's epoch base, and the app's
-    /// channel set.
-    fn keys(&self, key: &ChannelKey) -> [String; 4] {
-        let id = format!("{}:{}", key.app.as_str(), key.channel.as_str());
-        [
-            format!("{}:m:{id}", self.prefix),
-            format!("{}:h:{id}", self.prefix),
-            format!("{}:base", self.prefix),
-            format!("{}:c:{}", self.prefix, key.app.as_str()),
-        ]
+    /// Runs a channel's script. A primary promoted after a failover has not cached it
+    /// (`NOSCRIPT`): it is then loaded on the channel's primary and run once more.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+        code: &str,
+        key: &ChannelKey,
+    ) -> redis::RedisResult<T> {
+        let mut conn = self.commands.clone();
+        match call.invoke_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let load = redis::cmd("SCRIPT").arg("LOAD").arg(code).clone();
+                conn.on_slot::<String>(&load, Layout::slot(key)).await?;
+                call.invoke_async(&mut conn).await
+            }
+            r => r,
+        }
     }
 
     async fn publish_in_redis(
@@ -172,15 +248,16 @@ impl RedisBroker {
         data: &str,
         idempotency_key: Option<&str>,
     ) -> Result<Published, BrokerError> {
-        if !self.listening.load(Ordering::Acquire) {
+        if !self.is_ready() {
             return Err(BrokerError::Unavailable);
         }
         let mut call = self.publish_script.prepare_invoke();
-        for k in self.keys(key) {
+        let names = self.layout.channel(key);
+        for k in names.keys {
             call.key(k);
         }
         if let Some(k) = idempotency_key {
-            call.key(idempotency_redis_key(&self.prefix, key, k));
+            call.key(self.layout.idempotency(key, k));
         }
         call.arg(new_epoch())
             .arg(key.app.as_str())
@@ -190,11 +267,14 @@ impl RedisBroker {
             .arg(millis(self.history_ttl))
             .arg(self.max_per_channel.max(1))
             .arg(self.state_ttl.as_secs().max(1))
-            .arg(&self.pubsub_channel)
-            .arg(self.hub.app_quota(&key.app).max_channels);
-        let mut conn = self.commands.clone();
-        let (position, repeated): (String, u8) = call
-            .invoke_async(&mut conn)
+            .arg(&names.announce)
+            .arg(
+                self.layout
+                    .channel_quota(self.hub.app_quota(&key.app).max_channels),
+            )
+            .arg(names.command);
+        let (position, repeated): (String, u8) = self
+            .invoke(&call, PUBLISH_LUA, key)
             .await
             .map_err(|e| unavailable(&self.metrics, "publish", &e))?;
         if repeated == 2 {
@@ -226,11 +306,22 @@ impl RedisBroker {
         since: Option<(&str, u64)>,
     ) -> Result<Subscribed, BrokerError> {
         let generation = self.generation.load(Ordering::Acquire);
-        if !self.listening.load(Ordering::Acquire) {
+        if !self.is_ready() {
             return Err(BrokerError::Unavailable);
         }
         // Registered before the read: see the module docs.
         let local = self.hub.subscribe(key, session, outbox, None)?;
+        // On a cluster, then subscribed to the channel's shard (confirmed) before the read.
+        let node = match &self.shards {
+            Some(shards) => match shards.listen_to(key).await {
+                Ok(node) => Some(node),
+                Err(e) => {
+                    self.hub.unsubscribe(key, session);
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         // A read is safe to retry (the script's only write is creating the epoch once): the
         // first command after Redis came back may meet the old, broken connection.
         let read = match self.read(key, since).await {
@@ -245,10 +336,14 @@ impl RedisBroker {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
-        if self.generation.load(Ordering::Acquire) != generation
-            || !self.listening.load(Ordering::Acquire)
-            || !self.hub.note_epoch(key, &epoch)
-        {
+        let still_listening = match (&self.shards, node) {
+            (Some(shards), Some(node)) => shards.still_listening(key, node).await,
+            _ => {
+                self.generation.load(Ordering::Acquire) == generation
+                    && self.listening.load(Ordering::Acquire)
+            }
+        };
+        if !still_listening || !self.hub.note_epoch(key, &epoch) {
             return fail(BrokerError::Unavailable);
         }
         let first = since.map_or(0, |(_, o)| o + 1);
@@ -284,19 +379,18 @@ impl RedisBroker {
         since: Option<(&str, u64)>,
     ) -> Result<(String, u64, Option<bool>, Vec<String>), BrokerError> {
         let (since_epoch, since_offset) = since.unwrap_or(("", 0));
-        let mut conn = self.commands.clone();
         let mut call = self.subscribe_script.prepare_invoke();
-        for k in self.keys(key) {
+        for k in self.layout.channel(key).keys {
             call.key(k);
         }
-        let mut reply: Vec<redis::Value> = call
-            .arg(new_epoch())
+        call.arg(new_epoch())
             .arg(self.state_ttl.as_secs().max(1))
             .arg(millis(self.history_ttl))
             .arg(since_epoch)
             .arg(since_offset)
-            .arg(key.channel.as_str())
-            .invoke_async(&mut conn)
+            .arg(key.channel.as_str());
+        let mut reply: Vec<redis::Value> = self
+            .invoke(&call, SUBSCRIBE_LUA, key)
             .await
             .map_err(|e| unavailable(&self.metrics, "subscribe", &e))?;
         if reply.len() < 3 {
@@ -332,21 +426,11 @@ impl RedisBroker {
     }
 }
 
-/// A channel name never contains a space, so the space makes `<channel> <key>` unambiguous
-/// (a `:` would not: topics and keys may both contain one).
-fn idempotency_redis_key(prefix: &str, key: &ChannelKey, idempotency_key: &str) -> String {
-    format!(
-        "{prefix}:i:{}:{} {idempotency_key}",
-        key.app.as_str(),
-        key.channel.as_str()
-    )
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-fn unavailable(metrics: &Metrics, what: &str, e: &redis::RedisError) -> BrokerError {
+pub(super) fn unavailable(metrics: &Metrics, what: &str, e: &redis::RedisError) -> BrokerError {
     metrics.broker_errors.inc();
     // The error's kind and text only: never the URL or a payload.
     tracing::warn!(operation = what, error = ?e.kind(), "Redis unavailable");
@@ -389,13 +473,15 @@ impl Broker for RedisBroker {
                 r.app.as_str(),
                 r.until
             );
+            let (channel, command) = self.layout.revocation_channel();
             let mut conn = self.commands.clone();
             let _: i64 = self
                 .revoke_script
-                .key(revocation_key(&self.prefix, r))
+                .key(self.layout.revocation_key(r))
                 .arg(r.until)
-                .arg(&self.pubsub_channel)
+                .arg(&channel)
                 .arg(message)
+                .arg(command)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| unavailable(&self.metrics, "revoke", &e))?;
@@ -408,11 +494,18 @@ impl Broker for RedisBroker {
     }
 
     fn is_ready(&self) -> bool {
-        self.listening.load(Ordering::Acquire)
+        match &self.shards {
+            Some(s) => s.is_ready(),
+            None => self.listening.load(Ordering::Acquire),
+        }
     }
 
     fn sweep(&self) {
         self.hub.sweep();
+        if let (Some(shards), Ok(rt)) = (&self.shards, tokio::runtime::Handle::try_current()) {
+            let shards = Arc::clone(shards);
+            rt.spawn(async move { shards.prune().await });
+        }
     }
 }
 
@@ -428,11 +521,11 @@ mod tests {
             channel: Channel::parse(ch).unwrap(),
         };
         assert_ne!(
-            idempotency_redis_key("p", &k("ns#a"), "b:c"),
-            idempotency_redis_key("p", &k("ns#a:b"), "c")
+            Layout::single("p", 0).idempotency(&k("ns#a"), "b:c"),
+            Layout::single("p", 0).idempotency(&k("ns#a:b"), "c")
         );
         assert_eq!(
-            idempotency_redis_key("p", &k("ns#a"), "k 1"),
+            Layout::single("p", 0).idempotency(&k("ns#a"), "k 1"),
             "p:i:acme:ns#a k 1"
         );
     }

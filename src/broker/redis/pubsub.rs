@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 
+use super::commands::Commands;
 use super::revocations::{REVOCATION_MESSAGE, load_revocations, parse_revocation_message};
 use super::{COMMAND_TIMEOUT, RedisBroker};
 use crate::broker::RevocationHook;
@@ -22,7 +22,7 @@ use crate::telemetry::Metrics;
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn listen(
     client: redis::Client,
-    mut commands: ConnectionManager,
+    mut commands: Commands,
     prefix: String,
     channel: String,
     hub: Arc<Hub>,
@@ -59,7 +59,7 @@ pub(super) async fn listen(
             Ok(Ok(pubsub)) => {
                 backoff = Duration::from_millis(100);
                 // Revocations stored before we listened; later ones arrive as messages.
-                if let Err(e) = load_revocations(&mut commands, &prefix, &*revoke).await {
+                if let Err(e) = load_revocations(&mut commands, &prefix, 0, &*revoke).await {
                     tracing::warn!(error = ?e.kind(), "cannot load revocations; retrying");
                     tokio::time::sleep(backoff).await;
                     continue;

@@ -1,7 +1,7 @@
 //! Revocations through Redis: a key per revocation (`EXAT until`) so a node that starts
 //! later loads them, and a message on the pub/sub channel so live nodes apply them at once.
 
-use redis::aio::ConnectionManager;
+use super::commands::Commands;
 
 use crate::broker::SharedRevocation;
 use crate::protocol::AppId;
@@ -17,11 +17,6 @@ pub(super) fn kind_value(target: &Target) -> (&'static str, &str) {
         Target::Sub(s) => ("s", s),
         Target::Jti(j) => ("j", j),
     }
-}
-
-pub(super) fn revocation_key(prefix: &str, r: &SharedRevocation) -> String {
-    let (kind, value) = kind_value(&r.target);
-    format!("{prefix}:rv:{}:{kind}:{value}", r.app.as_str())
 }
 
 /// `<app> <s|j> <until> <value>` (the value last: it may contain spaces).
@@ -47,28 +42,31 @@ pub(super) fn target(kind: &str, value: &str) -> Option<Target> {
 }
 
 /// Hands every stored, live revocation to the relay (SCAN, so Redis is never blocked).
+/// `prefix` is [`Layout::revocation_prefix`](super::layout::Layout::revocation_prefix); on a
+/// cluster every revocation key lives in `slot`, so the scan runs on that slot's primary.
 pub(super) async fn load_revocations(
-    commands: &mut ConnectionManager,
+    commands: &mut Commands,
     prefix: &str,
+    slot: u16,
     apply: &(dyn Fn(&SharedRevocation) + Send + Sync),
 ) -> redis::RedisResult<()> {
-    let pattern = format!("{prefix}:rv:*");
-    let strip = format!("{prefix}:rv:");
+    let pattern = format!("{prefix}*");
+    let strip = prefix;
     let mut cursor: u64 = 0;
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        let scan = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
             .arg(&pattern)
             .arg("COUNT")
             .arg(1000)
-            .query_async(commands)
-            .await?;
+            .clone();
+        let (next, keys): (u64, Vec<String>) = commands.on_slot(&scan, slot).await?;
         if !keys.is_empty() {
             let untils: Vec<Option<i64>> =
                 redis::cmd("MGET").arg(&keys).query_async(commands).await?;
             for (key, until) in keys.iter().zip(untils) {
-                let parsed = key.strip_prefix(&strip).and_then(|rest| {
+                let parsed = key.strip_prefix(strip).and_then(|rest| {
                     let mut p = rest.splitn(3, ':');
                     let app = AppId::parse(p.next()?).ok()?;
                     let kind = p.next()?;
@@ -107,7 +105,7 @@ mod tests {
             Some(r.clone())
         );
         assert_eq!(
-            revocation_key("p", &r),
+            super::super::layout::Layout::single("p", 0).revocation_key(&r),
             "p:rv:acme:s:user with spaces:and:colons"
         );
         for bad in [

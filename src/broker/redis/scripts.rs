@@ -16,7 +16,8 @@
 
 /// Appends a publication; see the module docs. KEYS: meta, history, base, the app's channel
 /// set, [idempotency]. ARGV: base candidate, app, channel, event, data, history ttl (ms), max
-/// per channel, channel state ttl (s), pub/sub channel, the app's channel quota. Returns
+/// per channel, channel state ttl (s), pub/sub channel, the app's channel quota, the
+/// announcing command (`PUBLISH`, or `SPUBLISH` on a cluster). Returns
 /// `{"<epoch> <offset>", status}`, status 0 published, 1 repeated idempotency key, 2 the
 /// app's channel quota is reached (nothing written).
 pub(super) const PUBLISH_LUA: &str = r"
@@ -49,7 +50,7 @@ redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 local pos = epoch .. ' ' .. offset
 if #KEYS == 5 then redis.call('SET', KEYS[5], pos, 'PX', ARGV[6]) end
-redis.call('PUBLISH', ARGV[9], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. pos .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
+redis.call(ARGV[11], ARGV[9], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. pos .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
 return {pos, 0}
 ";
 
@@ -92,10 +93,10 @@ return out
 ";
 
 /// Stores a revocation (keeping the later `until`) and announces it. KEYS: the revocation.
-/// ARGV: until (unix seconds), pub/sub channel, message.
+/// ARGV: until (unix seconds), pub/sub channel, message, command (`PUBLISH`/`SPUBLISH`).
 pub(super) const REVOKE_LUA: &str = r"
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[1]) end
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+redis.call(ARGV[4], ARGV[2], ARGV[3])
 return 1
 ";
