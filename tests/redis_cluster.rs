@@ -300,3 +300,75 @@ async fn a_redis_cluster_spreads_channels_and_survives_a_relay_and_a_primary_dyi
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The lost-writes case: a replica that lags (stopped, its link cut) is promoted after the
+/// primary dies without the last acknowledged publication. The rule holds: the channel
+/// gets a new epoch (its offsets are never handed out twice in one epoch), and its
+/// subscriber is closed and told `recovered:false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_that_loses_acknowledged_writes_starts_a_new_epoch() {
+    let mut cluster = RedisCluster::start("lost");
+    let dir = temp_dir("redis-cluster-lost");
+    std::fs::create_dir_all(&dir).unwrap();
+    let relay = start_relay(&dir, "r", &cluster);
+    wait_ready(&relay, Duration::from_secs(20)).await;
+    let publisher = Publisher::new(&format!("http://{}", relay.addr));
+    let ch = channel("lost");
+    let mut sub = subscribe(&[&relay], &ch, None, 0).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 1..=3u64 {
+        assert_eq!(
+            publish_until(&publisher, &ch, &i.to_string(), deadline)
+                .await
+                .0,
+            i
+        );
+    }
+    assert!(read_until(&mut sub, 3).await);
+
+    // The channel's shard: a CRC16 modulo 16 is the key slot's modulo 16.
+    let slot: u16 = cluster
+        .cli(cluster.ports[0], &["CLUSTER", "KEYSLOT", &ch])
+        .trim()
+        .parse()
+        .unwrap();
+    let primary = cluster.owner_of(&format!("ha:m:{{acme.{}}}{ch}", slot % 16));
+    let replica = cluster.replica_of(primary);
+    // The replica stops and loses its link: what follows never reaches it.
+    cluster.signal(replica, "STOP");
+    cluster.cli(primary, &["CLIENT", "KILL", "TYPE", "replica"]);
+    let (lost, epoch) = publish_until(&publisher, &ch, "4", deadline).await;
+    assert_eq!(
+        (lost, epoch.as_str()),
+        (4, sub.epoch.as_str()),
+        "acknowledged"
+    );
+    assert!(read_until(&mut sub, 4).await, "and delivered");
+    cluster.kill(primary);
+    cluster.signal(replica, "CONT");
+
+    let (offset, renewed) = publish_until(
+        &publisher,
+        &ch,
+        "5",
+        Instant::now() + Duration::from_secs(25),
+    )
+    .await;
+    assert_ne!(
+        renewed, epoch,
+        "offset {offset} handed out again in the same epoch"
+    );
+    assert_eq!(offset, 1);
+    // The subscriber was closed (its shard went away) and recovers with recovered:false.
+    assert!(!read_until(&mut sub, u64::MAX).await, "closed");
+    let (mut c, _) = Client::connect(
+        &format!("ws://{}/v1/ws", relay.addr),
+        &connect_token(NS, "u0", 600),
+    )
+    .await
+    .unwrap();
+    let again = c.subscribe(&ch, Some((&epoch, 4))).await.unwrap();
+    assert_eq!(again["recovered"], false, "{again}");
+    assert_eq!(again["epoch"], renewed.as_str());
+    std::fs::remove_dir_all(&dir).ok();
+}

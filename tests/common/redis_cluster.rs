@@ -163,6 +163,38 @@ impl RedisCluster {
         cli(port, args)
     }
 
+    /// Sends a signal (`STOP`, `CONT`) to the node on `port`.
+    pub fn signal(&self, port: u16, signal: &str) {
+        let i = self.ports.iter().position(|p| *p == port).unwrap();
+        let pid = self.children[i].as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// The port of the primary that holds `key` (the one that answers without MOVED).
+    pub fn owner_of(&self, key: &str) -> u16 {
+        self.primaries()
+            .into_iter()
+            .find(|p| !cli(*p, &["TYPE", key]).contains("MOVED"))
+            .expect("an owner")
+    }
+
+    /// The port of `primary`'s replica.
+    pub fn replica_of(&self, primary: u16) -> u16 {
+        let info = cli(primary, &["INFO", "replication"]);
+        let line = info
+            .lines()
+            .find(|l| l.starts_with("slave0:"))
+            .expect("a replica");
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix("port="))
+            .and_then(|p| p.parse().ok())
+            .expect("its port")
+    }
+
     /// SIGKILLs the node on `port`.
     pub fn kill(&mut self, port: u16) {
         let i = self.ports.iter().position(|p| *p == port).unwrap();
