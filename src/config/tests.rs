@@ -103,13 +103,30 @@ fn refusals_name_the_key() {
         ),
         (
             "kind = \"redis-cluster\"\nredis_urls = []\n",
-            "1 to 64 seed nodes",
+            "give 1 to 64 URLs",
         ),
         (
             "kind = \"redis-cluster\"\nredis_urls = [\"http://a\"]\n",
             "redis://",
         ),
         ("redis_urls = [\"redis://a:1\"]\n", "broker.kind"),
+        (
+            "kind = \"redis-sentinel\"\nsentinel_master = \"m\"\n",
+            "exactly one of sentinel_urls",
+        ),
+        (
+            "kind = \"redis-sentinel\"\nsentinel_urls = [\"redis://a:1\"]\n",
+            "broker.sentinel_master",
+        ),
+        (
+            "kind = \"redis-sentinel\"\nsentinel_urls = [\"redis://a:1\"]\nsentinel_master = \"a b\"\n",
+            "broker.sentinel_master",
+        ),
+        (
+            "kind = \"redis-sentinel\"\nsentinel_urls = [\"redis://u:pw@a:1\"]\nsentinel_master = \"m\"\n",
+            "broker.sentinel_urls[0]",
+        ),
+        ("sentinel_master = \"m\"\n", "broker.kind"),
         (
             "kind = \"redis\"\nredis_url = \"redis://a:1\"\nredis_urls_env = \"X\"\n",
             "broker.kind",

@@ -38,6 +38,13 @@ pub enum ApiError {
     Unavailable(&'static str),
 }
 
+/// The 503 message of a broker that cannot serve (its shared store is unreachable or
+/// failing over); it alone carries `Retry-After`, since waiting is what fixes it.
+pub const BROKER_UNAVAILABLE: &str = "broker unavailable";
+
+/// The `Retry-After` of [`BROKER_UNAVAILABLE`], in seconds.
+const BROKER_RETRY_AFTER: u64 = 1;
+
 impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
@@ -91,9 +98,14 @@ struct Envelope {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status(), Json(Envelope { error: self.body() })).into_response();
-        if let ApiError::RateLimited { retry_after } = self {
+        let retry_after = match self {
+            ApiError::RateLimited { retry_after } => Some(retry_after),
+            ApiError::Unavailable(m) if m == BROKER_UNAVAILABLE => Some(BROKER_RETRY_AFTER),
+            _ => None,
+        };
+        if let Some(s) = retry_after {
             r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         r
     }

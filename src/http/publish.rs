@@ -250,7 +250,9 @@ async fn publish_one(
             BrokerError::Hub(HubError::AppChannelQuota) => ApiError::Unavailable(
                 "the app's channel quota is reached (limits.max_channels_per_app)",
             ),
-            BrokerError::Unavailable => ApiError::Unavailable("broker unavailable"),
+            BrokerError::Unavailable => {
+                ApiError::Unavailable(crate::http::error::BROKER_UNAVAILABLE)
+            }
         })?;
     Ok(PublishResponse {
         offset: published.offset,

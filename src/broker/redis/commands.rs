@@ -12,6 +12,9 @@ use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 pub(super) enum Commands {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// Under Sentinel: the current primary's connection, replaced by the listener on every
+    /// (re)connection; none while no primary is known.
+    Sentinel(super::sentinel::Slot),
 }
 
 impl Commands {
@@ -22,7 +25,7 @@ impl Commands {
         slot: u16,
     ) -> RedisResult<T> {
         match self {
-            Commands::Single(c) => cmd.query_async(c).await,
+            Commands::Single(_) | Commands::Sentinel(_) => cmd.query_async(self).await,
             Commands::Cluster(c) => {
                 let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
                     Route::new(slot, SlotAddr::Master),
@@ -39,6 +42,13 @@ impl ConnectionLike for Commands {
         match self {
             Commands::Single(c) => c.req_packed_command(cmd),
             Commands::Cluster(c) => c.req_packed_command(cmd),
+            Commands::Sentinel(slot) => {
+                let conn = slot.lock().clone();
+                Box::pin(async move {
+                    let mut conn = conn.ok_or_else(no_primary)?;
+                    conn.req_packed_command(cmd).await
+                })
+            }
         }
     }
 
@@ -51,6 +61,13 @@ impl ConnectionLike for Commands {
         match self {
             Commands::Single(c) => c.req_packed_commands(cmd, offset, count),
             Commands::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Commands::Sentinel(slot) => {
+                let conn = slot.lock().clone();
+                Box::pin(async move {
+                    let mut conn = conn.ok_or_else(no_primary)?;
+                    conn.req_packed_commands(cmd, offset, count).await
+                })
+            }
         }
     }
 
@@ -58,6 +75,14 @@ impl ConnectionLike for Commands {
         match self {
             Commands::Single(c) => c.get_db(),
             Commands::Cluster(c) => c.get_db(),
+            Commands::Sentinel(slot) => slot.lock().as_ref().map_or(0, |c| c.get_db()),
         }
     }
+}
+
+fn no_primary() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "no Redis primary known",
+    ))
 }

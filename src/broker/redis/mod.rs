@@ -53,6 +53,7 @@ use commands::Commands;
 use layout::Layout;
 use revocations::{REVOCATION_MESSAGE, kind_value};
 use scripts::{PUBLISH_LUA, REVOKE_LUA, SUBSCRIBE_LUA};
+use sentinel::Target;
 use shards::Shards;
 
 mod commands;
@@ -60,6 +61,7 @@ mod layout;
 mod pubsub;
 mod revocations;
 mod scripts;
+mod sentinel;
 mod shards;
 
 /// How long a Redis command may take before the broker reports itself unavailable.
@@ -186,7 +188,62 @@ impl RedisBroker {
             .set_max_delay(Duration::from_millis(500));
         let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager)
             .map_err(|e| format!("cannot set up Redis: {:?}", e.kind()))?;
-        let commands = Commands::Single(commands);
+        let db = client.get_connection_info().redis_settings().db();
+        Ok(Self::launch(
+            config,
+            hub,
+            metrics,
+            Target::Fixed(client),
+            Commands::Single(commands),
+            db,
+        ))
+    }
+
+    /// Creates the broker on the primary that the sentinels name, and starts its pub/sub
+    /// listener, which follows failovers ([`sentinel`]). Returns at once, not ready.
+    pub fn start_sentinel(
+        config: &Config,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, String> {
+        let urls: Vec<String> = config
+            .sentinel_urls
+            .iter()
+            .map(|s| {
+                std::str::from_utf8(s.expose())
+                    .map(String::from)
+                    .map_err(|_| "a sentinel URL is not UTF-8".to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        let master = config
+            .broker
+            .sentinel_master
+            .as_deref()
+            .ok_or("broker kind redis-sentinel without sentinel_master")?;
+        let slot: sentinel::Slot = Arc::default();
+        let target = Target::sentinel(&urls, master, Arc::clone(&slot))?;
+        let db = redis::IntoConnectionInfo::into_connection_info(urls[0].as_str())
+            .map_err(|e| format!("bad sentinel URL: {:?}", e.kind()))?
+            .redis_settings()
+            .db();
+        Ok(Self::launch(
+            config,
+            hub,
+            metrics,
+            target,
+            Commands::Sentinel(slot),
+            db,
+        ))
+    }
+
+    fn launch(
+        config: &Config,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        target: Target,
+        commands: Commands,
+        db: i64,
+    ) -> Arc<Self> {
         let (revocation_hook, hook) = tokio::sync::watch::channel(None);
         let broker = Arc::new(RedisBroker {
             hub,
@@ -195,10 +252,7 @@ impl RedisBroker {
             subscribe_script: redis::Script::new(SUBSCRIBE_LUA),
             revoke_script: redis::Script::new(REVOKE_LUA),
             revocation_hook,
-            layout: Layout::single(
-                &config.broker.prefix,
-                client.get_connection_info().redis_settings().db(),
-            ),
+            layout: Layout::single(&config.broker.prefix, db),
             history_ttl: config.history.ttl,
             max_per_channel: config.history.max_per_channel,
             state_ttl: config.history.channel_state_ttl,
@@ -208,7 +262,7 @@ impl RedisBroker {
             metrics,
         });
         tokio::spawn(pubsub::listen(
-            client,
+            target,
             broker.commands.clone(),
             broker.layout.revocation_prefix(),
             broker.layout.pubsub_channel().to_string(),
@@ -219,7 +273,7 @@ impl RedisBroker {
             Arc::clone(&broker.generation),
             Arc::downgrade(&broker),
         ));
-        Ok(broker)
+        broker
     }
 
     /// Runs a channel's script. A primary promoted after a failover has not cached it

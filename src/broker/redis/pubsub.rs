@@ -1,4 +1,4 @@
-//! The pub/sub side of the single-server broker: one connection subscribed to
+//! The pub/sub side of the single-server and Sentinel broker: one connection subscribed to
 //! `<prefix>:p:<db>`, relaying publications into the local hub and revocations into the
 //! relay; losing it closes every local subscriber (see the parent module's docs).
 
@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 
 use super::commands::Commands;
 use super::revocations::{REVOCATION_MESSAGE, load_revocations, parse_revocation_message};
+use super::sentinel::{Target, is_primary};
 use super::{COMMAND_TIMEOUT, RedisBroker};
 use crate::broker::RevocationHook;
 use crate::hub::{ChannelKey, Hub};
@@ -21,7 +22,7 @@ use crate::telemetry::Metrics;
 /// Ends when the broker is dropped.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn listen(
-    client: redis::Client,
+    target: Target,
     mut commands: Commands,
     prefix: String,
     channel: String,
@@ -42,6 +43,7 @@ pub(super) async fn listen(
         // Ready means both connections work: the command connection (re)connects lazily,
         // so it is exercised here once the pub/sub connection listens.
         let connected = async {
+            let client = target.resolve().await?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             let mut pong = redis::cmd("PING")
@@ -68,7 +70,21 @@ pub(super) async fn listen(
                 metrics.broker_up.set(1);
                 tracing::info!("Redis broker listening");
                 let mut messages = pubsub.into_on_message();
-                while let Some(msg) = messages.next().await {
+                let mut role_check = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    let msg = tokio::select! {
+                        msg = messages.next() => match msg {
+                            Some(msg) => msg,
+                            None => break,
+                        },
+                        _ = role_check.tick(), if target.follows_failover() => {
+                            if is_primary(&mut commands).await {
+                                continue;
+                            }
+                            tracing::warn!("the Redis primary changed (failover)");
+                            break;
+                        }
+                    };
                     let payload = msg.get_payload_bytes();
                     match payload.strip_prefix(REVOCATION_MESSAGE.as_bytes()) {
                         Some(rev) => {
