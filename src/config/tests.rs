@@ -228,6 +228,20 @@ fn the_shipped_cluster_config_loads() {
     let c = Config::parse(text, env).unwrap();
     assert_eq!(c.broker.kind, BrokerKind::Redis);
     assert_eq!(c.redis_url.unwrap().expose(), b"redis://redis:6379/0");
+    let origins = crate::http::origin::OriginPolicy::from_config(c.allowed_origins.as_deref());
+    assert!(
+        origins.allows(Some("http://localhost:5173")),
+        "a page on a laptop"
+    );
+    let text = include_str!("../../deploy/sealcast.redis-cluster.toml");
+    let env = |v: &str| match v {
+        "ACME_KEY_1" => Some("0123456789abcdef0123456789abcdef-example".into()),
+        "SEALCAST_REDIS_URLS" => Some("redis://redis-1:6379,redis://redis-2:6379".into()),
+        _ => None,
+    };
+    let c = Config::parse(text, env).unwrap();
+    assert_eq!(c.broker.kind, BrokerKind::RedisCluster);
+    assert_eq!(c.redis_seeds.len(), 2);
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //!   offset order (`<stored at, ms> <event> <data>`), so the list's entries are exactly the
 //!   offsets `top - len + 1 ..= top`. Idempotency keys are `<prefix>:i:<app>:<channel> <key>`.
 //!   Nothing is stored for a channel before its first publication, and each app's channels
-//!   are bounded by its quota ([`scripts`]).
+//!   are bounded by its quota (`scripts.rs`).
 //! - Publishing is one Lua script (atomic in Redis): repeat check, epoch, next offset, append,
 //!   trims, expiries, and `PUBLISH` on `<prefix>:p:<db>` of `<app> <channel> <epoch> <offset>
 //!   <event> <data>` (names never contain a space; data is base64).
@@ -30,11 +30,26 @@
 //!   publication has a new epoch; the hub closes that channel's subscribers with 1011 and
 //!   they recover with `recovered:false`.
 //!
-//! Every node receives every publication (one subscription for the cluster, not one per
-//! channel): simple, and right while Redis pub/sub throughput exceeds the cluster's
-//! publication rate (docs/operations.md). Bounds: history per channel by count
-//! (`LTRIM`) and TTL (list expiry, and entries older than the TTL are not replayed);
-//! the total is bounded by Redis `maxmemory`, not by `history.max_bytes`.
+//! On one server, every node receives every publication (one subscription for the
+//! cluster, not one per channel): simple, and right while Redis pub/sub throughput exceeds
+//! the cluster's publication rate (docs/operations.md).
+//!
+//! The three deployments (docs/operations.md):
+//! - `kind = "redis"`: one server, as above (`pubsub.rs`).
+//! - `kind = "redis-sentinel"`: the same, on the primary the sentinels name; a failover
+//!   ends the listening like a lost connection (`sentinel.rs`).
+//! - `kind = "redis-cluster"`: a channel's keys share one slot (`layout.rs`), publications go
+//!   over sharded pub/sub, and each relay subscribes, per channel, on the owning primary
+//!   only for the channels its clients follow (`shards.rs`). The subscribe order stays
+//!   "register locally, subscribe in Redis (confirmed), then read": the argument above
+//!   holds per channel, one primary ordering a channel's scripts and `SPUBLISH`es.
+//! - In every mode, the scripts renew a channel's epoch when the primary changed, so writes
+//!   lost by a failover never leave two publications under one (epoch, offset)
+//!   (`scripts.rs`).
+//!
+//! Bounds: history per channel by count (`LTRIM`) and TTL (list expiry, and entries older
+//! than the TTL are not replayed); the total is bounded by Redis `maxmemory`, not by
+//! `history.max_bytes`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -200,7 +215,7 @@ impl RedisBroker {
     }
 
     /// Creates the broker on the primary that the sentinels name, and starts its pub/sub
-    /// listener, which follows failovers ([`sentinel`]). Returns at once, not ready.
+    /// listener, which follows failovers (`sentinel.rs`). Returns at once, not ready.
     pub fn start_sentinel(
         config: &Config,
         hub: Arc<Hub>,
