@@ -94,6 +94,28 @@ async fn a_redis_cluster_spreads_channels_and_survives_a_relay_and_a_primary_dyi
     }
     assert!(spublish >= 2, "SPUBLISH on the primaries");
 
+    // A revocation made through relay 1 closes its user's session on relay 2 (4003), over
+    // the revocation slot's sharded channel.
+    let relay2 = relays[2].as_ref().unwrap();
+    let (mut victim, _) = Client::connect(
+        &format!("ws://{}/v1/ws", relay2.addr),
+        &connect_token(NS, "victim", 600),
+    )
+    .await
+    .unwrap();
+    let revoked = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/revoke",
+            relays[1].as_ref().unwrap().addr
+        ))
+        .bearer_auth(publish_token(None))
+        .json(&serde_json::json!({"sub": "victim"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(victim.closed(WAIT).await.unwrap(), Some(4003));
+
     // Relay 0 dies (SIGKILL): its clients recover exactly on another relay.
     relays[0].take();
     for i in 0..CHANNELS {
