@@ -15,7 +15,7 @@
 //! - Canary: every tick this relay `SPUBLISH`es a sequence number on a private channel in
 //!   each primary's slots and listens for it on that shard's connection; the round trip is
 //!   `sealcast_broker_canary_rtt_us{name="host:port"}`, and a shard whose canary has not come
-//!   back for [`CANARY_DEADLINE`] makes the relay not ready (so no load balancer keeps
+//!   back for 5 s (`canary.rs`) makes the relay not ready (so no load balancer keeps
 //!   sending clients to a relay whose delivery is broken).
 //! - Channels nobody follows here any more are `SUNSUBSCRIBE`d on the sweep.
 //!
@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, ConnectionInfo, PushInfo, PushKind, Value};
@@ -40,13 +40,15 @@ use super::{COMMAND_TIMEOUT, unavailable};
 use crate::broker::{BrokerError, RevocationHook};
 use crate::hub::{ChannelKey, Hub};
 use crate::protocol::CloseCode;
-use crate::telemetry::{Metrics, NameLabel};
+use crate::telemetry::Metrics;
+use canary::Canary;
+use slots::{owner, parse_slots, primaries};
+
+mod canary;
+mod slots;
 
 /// How often the slot map, the shards' connections and the canaries are checked.
 const TICK: Duration = Duration::from_secs(1);
-
-/// A shard whose canary has not come back for this long makes the relay not ready.
-pub(super) const CANARY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A shard primary, `(host, port)`.
 type Addr = (String, u16);
@@ -83,15 +85,6 @@ struct State {
 struct Node {
     id: u64,
     conn: MultiplexedConnection,
-}
-
-struct Canary {
-    addr: Addr,
-    node: u64,
-    slot: u16,
-    sent: Option<(u64, Instant)>,
-    seq: u64,
-    last_seen: Instant,
 }
 
 impl Shards {
@@ -327,22 +320,7 @@ impl Shards {
             return;
         };
         if let Some(c) = self.canaries.lock().get_mut(name) {
-            let seq = std::str::from_utf8(payload)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok());
-            if let (Some(seq), Some((sent_seq, at))) = (seq, c.sent)
-                && seq == sent_seq
-            {
-                let rtt = at.elapsed();
-                c.last_seen = Instant::now();
-                c.sent = None;
-                self.metrics
-                    .broker_canary_rtt_us
-                    .get_or_create(&NameLabel {
-                        name: format!("{}:{}", c.addr.0, c.addr.1),
-                    })
-                    .set(i64::try_from(rtt.as_micros()).unwrap_or(i64::MAX));
-            }
+            self.canary_back(c, payload);
             return;
         }
         relay_message(&self.hub, payload);
@@ -463,63 +441,6 @@ impl Shards {
             Err(_) => false,
         }
     }
-
-    /// Checks the last canary of one primary and sends the next; false when it is late.
-    async fn canary(&self, st: &mut State, addr: &Addr, first: u16, last: u16) -> bool {
-        let existing = self
-            .canaries
-            .lock()
-            .iter()
-            .find(|(_, c)| &c.addr == addr)
-            .map(|(name, c)| (name.clone(), c.slot));
-        let (name, slot) = match existing {
-            Some(found) => found,
-            None => {
-                let Some(name) = self.layout.canary_channel(first, last, &self.relay_id) else {
-                    return false;
-                };
-                let Ok((addr, node)) = self.ssubscribe(st, first, &name).await else {
-                    return false;
-                };
-                self.canaries.lock().insert(
-                    name.clone(),
-                    Canary {
-                        addr,
-                        node,
-                        slot: first,
-                        sent: None,
-                        seq: 0,
-                        last_seen: Instant::now(),
-                    },
-                );
-                (name, first)
-            }
-        };
-        let seq = {
-            let mut canaries = self.canaries.lock();
-            let Some(c) = canaries.get_mut(&name) else {
-                return false;
-            };
-            if c.last_seen.elapsed() > CANARY_DEADLINE {
-                tracing::warn!(
-                    shard = %format!("{}:{}", addr.0, addr.1),
-                    "Redis Cluster canary late: not ready"
-                );
-                return false;
-            }
-            if c.sent.is_some_and(|(_, at)| at.elapsed() < CANARY_DEADLINE) {
-                // The previous one is still in flight: send no other meanwhile.
-                return true;
-            }
-            c.seq += 1;
-            c.sent = Some((c.seq, Instant::now()));
-            c.seq
-        };
-        let mut commands = self.commands.clone();
-        let publish = redis::cmd("SPUBLISH").arg(&name).arg(seq).clone();
-        let sent = commands.on_slot::<Value>(&publish, slot);
-        matches!(tokio::time::timeout(COMMAND_TIMEOUT, sent).await, Ok(Ok(_)))
-    }
 }
 
 /// Reads one node connection's pushes, in order; ends when the connection is lost.
@@ -541,85 +462,5 @@ async fn read_node(weak: Weak<Shards>, addr: Addr, id: u64, mut rx: UnboundedRec
     }
     if let Some(shards) = weak.upgrade() {
         shards.node_lost(&addr, id).await;
-    }
-}
-
-/// The primary that owns `slot`.
-fn owner(ranges: &[(u16, u16, Addr)], slot: u16) -> Option<Addr> {
-    ranges
-        .iter()
-        .find(|(a, b, _)| (*a..=*b).contains(&slot))
-        .map(|(_, _, addr)| addr.clone())
-}
-
-/// Each primary with its first slot range.
-fn primaries(ranges: &[(u16, u16, Addr)]) -> Vec<(Addr, (u16, u16))> {
-    let mut out: Vec<(Addr, (u16, u16))> = Vec::new();
-    for (first, last, addr) in ranges {
-        if !out.iter().any(|(a, _)| a == addr) {
-            out.push((addr.clone(), (*first, *last)));
-        }
-    }
-    out
-}
-
-/// `CLUSTER SLOTS`: `[[first, last, [host, port, id, ...], replicas...], ...]`, sorted.
-fn parse_slots(v: &Value) -> Option<Vec<(u16, u16, Addr)>> {
-    let Value::Array(rows) = v else { return None };
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let Value::Array(row) = row else { return None };
-        let (Some(Value::Int(first)), Some(Value::Int(last)), Some(Value::Array(primary))) =
-            (row.first(), row.get(1), row.get(2))
-        else {
-            return None;
-        };
-        let host = match primary.first()? {
-            Value::BulkString(b) => String::from_utf8(b.clone()).ok()?,
-            Value::SimpleString(s) => s.clone(),
-            _ => return None,
-        };
-        let Value::Int(port) = primary.get(1)? else {
-            return None;
-        };
-        out.push((
-            u16::try_from(*first).ok()?,
-            u16::try_from(*last).ok()?,
-            (host, u16::try_from(*port).ok()?),
-        ));
-    }
-    out.sort();
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn the_slot_map_parses_and_finds_owners() {
-        let reply = Value::Array(vec![
-            Value::Array(vec![
-                Value::Int(5461),
-                Value::Int(16383),
-                Value::Array(vec![bulk("127.0.0.1"), Value::Int(7001), bulk("id2")]),
-                Value::Array(vec![bulk("127.0.0.1"), Value::Int(7004), bulk("id5")]),
-            ]),
-            Value::Array(vec![
-                Value::Int(0),
-                Value::Int(5460),
-                Value::Array(vec![bulk("127.0.0.1"), Value::Int(7000), bulk("id1")]),
-            ]),
-        ]);
-        let ranges = parse_slots(&reply).unwrap();
-        assert_eq!(owner(&ranges, 0), Some(("127.0.0.1".into(), 7000)));
-        assert_eq!(owner(&ranges, 16383), Some(("127.0.0.1".into(), 7001)));
-        assert_eq!(primaries(&ranges).len(), 2);
-        assert!(parse_slots(&Value::Array(vec![Value::Int(1)])).is_none());
-        assert!(parse_slots(&bulk("x")).is_none());
     }
 }
