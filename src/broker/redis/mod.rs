@@ -55,7 +55,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{BoxFuture, Broker, BrokerError, RevocationHook, SharedRevocation};
+use super::{BoxFuture, Broker, BrokerError, PublishItem, RevocationHook, SharedRevocation};
 use crate::history::Publication;
 use crate::hub::{ChannelKey, Hub, Outbox, Published, SessionId, Subscribed};
 use crate::protocol::EventName;
@@ -66,6 +66,7 @@ use revocations::{REVOCATION_MESSAGE, kind_value};
 use scripts::{PUBLISH_LUA, SUBSCRIBE_LUA};
 use shards::Shards;
 
+mod batch;
 mod commands;
 mod layout;
 mod pubsub;
@@ -136,6 +137,38 @@ impl RedisBroker {
         }
     }
 
+    /// The publish script's keys and arguments for one publication (see `scripts.rs`).
+    fn publish_params(
+        &self,
+        key: &ChannelKey,
+        event: &EventName,
+        data: &str,
+        idempotency_key: Option<&str>,
+    ) -> (Vec<String>, Vec<String>) {
+        let names = self.layout.channel(key);
+        let mut keys = names.keys.to_vec();
+        if let Some(k) = idempotency_key {
+            keys.push(self.layout.idempotency(key, k));
+        }
+        let quota = self
+            .layout
+            .channel_quota(self.hub.app_quota(&key.app).max_channels);
+        let args = vec![
+            new_epoch(),
+            key.app.as_str().to_string(),
+            key.channel.as_str().to_string(),
+            event.as_str().to_string(),
+            data.to_string(),
+            millis(self.history_ttl).to_string(),
+            self.max_per_channel.max(1).to_string(),
+            self.state_ttl.as_secs().max(1).to_string(),
+            names.announce,
+            quota.to_string(),
+            names.command.to_string(),
+        ];
+        (keys, args)
+    }
+
     async fn publish_in_redis(
         &self,
         key: &ChannelKey,
@@ -147,32 +180,23 @@ impl RedisBroker {
             return Err(BrokerError::Unavailable);
         }
         let mut call = self.publish_script.prepare_invoke();
-        let names = self.layout.channel(key);
-        for k in names.keys {
+        let (keys, args) = self.publish_params(key, event, data, idempotency_key);
+        for k in keys {
             call.key(k);
         }
-        if let Some(k) = idempotency_key {
-            call.key(self.layout.idempotency(key, k));
+        for a in args {
+            call.arg(a);
         }
-        call.arg(new_epoch())
-            .arg(key.app.as_str())
-            .arg(key.channel.as_str())
-            .arg(event.as_str())
-            .arg(data)
-            .arg(millis(self.history_ttl))
-            .arg(self.max_per_channel.max(1))
-            .arg(self.state_ttl.as_secs().max(1))
-            .arg(&names.announce)
-            .arg(
-                self.layout
-                    .channel_quota(self.hub.app_quota(&key.app).max_channels),
-            )
-            .arg(names.command);
-        let (position, repeated): (String, u8) = self
+        let (position, status): (String, u8) = self
             .invoke(&call, PUBLISH_LUA, key)
             .await
             .map_err(|e| unavailable(&self.metrics, "publish", &e))?;
-        if repeated == 2 {
+        self.published(&position, status)
+    }
+
+    /// The publish script's answer: `"<epoch> <offset>"` and its status.
+    fn published(&self, position: &str, status: u8) -> Result<Published, BrokerError> {
+        if status == 2 {
             self.metrics.limit_hit("channels_per_app");
             return Err(BrokerError::Hub(crate::hub::HubError::AppChannelQuota));
         }
@@ -180,7 +204,7 @@ impl RedisBroker {
             .split_once(' ')
             .and_then(|(e, o)| Some((e, o.parse::<u64>().ok()?)))
             .ok_or(BrokerError::Unavailable)?;
-        if repeated == 1 {
+        if status == 1 {
             self.metrics.idempotent_repeats.inc();
         } else {
             self.metrics.publications.inc();
@@ -188,7 +212,7 @@ impl RedisBroker {
         Ok(Published {
             offset,
             epoch: epoch.into(),
-            duplicate: repeated == 1,
+            duplicate: status == 1,
             overflowed: 0,
         })
     }
@@ -341,6 +365,13 @@ impl Broker for RedisBroker {
         idempotency_key: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Published, BrokerError>> {
         Box::pin(self.publish_in_redis(key, event, data, idempotency_key))
+    }
+
+    fn publish_many<'a>(
+        &'a self,
+        items: &'a [PublishItem<'a>],
+    ) -> BoxFuture<'a, Vec<Result<Published, BrokerError>>> {
+        Box::pin(self.publish_pipelined(items))
     }
 
     fn subscribe<'a>(
