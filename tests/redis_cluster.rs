@@ -274,3 +274,80 @@ async fn a_failover_that_loses_acknowledged_writes_starts_a_new_epoch() {
     assert_eq!(again["epoch"], renewed.as_str());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Resharding: a channel's slot moves to another primary while a relay follows it. The
+/// relay follows `MOVED` for publishing, notices that the slot moved (the server drops the
+/// sharded subscription, and the slot map changes), and closes the channel's subscribers,
+/// which recover; the moved state was written under another primary, so its epoch is
+/// renewed (`recovered:false`), never a silent gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_that_moves_to_another_primary_is_followed() {
+    let cluster = RedisCluster::start("reshard");
+    let dir = temp_dir("redis-cluster-reshard");
+    std::fs::create_dir_all(&dir).unwrap();
+    let relay = start_relay(&dir, "r", &cluster);
+    wait_ready(&relay, Duration::from_secs(20)).await;
+    let publisher = Publisher::new(&format!("http://{}", relay.addr));
+    let ch = channel("moving");
+    let mut sub = subscribe(&[&relay], &ch, None, 0).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 1..=2u64 {
+        assert_eq!(publish_until(&publisher, &ch, "m", deadline).await.0, i);
+    }
+    assert!(read_until(&mut sub, 2).await);
+
+    let group = cluster
+        .cli(cluster.ports[0], &["CLUSTER", "KEYSLOT", &ch])
+        .trim()
+        .parse::<u16>()
+        .unwrap()
+        % 16;
+    let tag = format!("acme.{group}");
+    let slot = cluster
+        .cli(cluster.ports[0], &["CLUSTER", "KEYSLOT", &tag])
+        .trim()
+        .to_string();
+    let from = cluster.owner_of(&format!("ha:m:{{{tag}}}{ch}"));
+    let to = *cluster.primaries().iter().find(|p| **p != from).unwrap();
+    let id = |p: u16| cluster.cli(p, &["CLUSTER", "MYID"]).trim().to_string();
+    let (from_id, to_id) = (id(from), id(to));
+    cluster.cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+    cluster.cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+    let keys = cluster.cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+    let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+    assert!(!keys.is_empty());
+    let port = to.to_string();
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+    migrate.extend(&keys);
+    assert_eq!(cluster.cli(from, &migrate).trim(), "OK");
+    for p in cluster.primaries() {
+        cluster.cli(p, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+    }
+
+    let (offset, epoch) = publish_until(
+        &publisher,
+        &ch,
+        "m",
+        Instant::now() + Duration::from_secs(15),
+    )
+    .await;
+    assert_ne!(offset, 0, "publishing follows the slot");
+    assert!(
+        !read_until(&mut sub, u64::MAX).await,
+        "closed when its slot moved"
+    );
+    let mut fresh = subscribe(&[&relay], &ch, Some((&sub.epoch.clone(), 2)), 0).await;
+    assert_eq!(fresh.epoch, epoch);
+    assert_ne!(epoch, sub.epoch, "state from another primary: a new epoch");
+    assert_eq!(
+        publish_until(&publisher, &ch, "m", deadline + Duration::from_secs(20))
+            .await
+            .0,
+        offset + 1
+    );
+    assert!(
+        read_until(&mut fresh, offset + 1).await,
+        "live on the new primary"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -128,6 +128,19 @@ impl Layout {
         )
     }
 
+    /// The relay channel of a sharded pub/sub channel name (the inverse of
+    /// [`Layout::shard_channel`]); `None` for any other name.
+    pub(super) fn channel_of(&self, name: &str) -> Option<ChannelKey> {
+        let rest = name.strip_prefix(&self.prefix)?.strip_prefix(":s:{")?;
+        let (tag, channel) = rest.split_once('}')?;
+        let (app, _group) = tag.rsplit_once('.')?;
+        let key = ChannelKey {
+            app: crate::protocol::AppId::parse(app).ok()?,
+            channel: crate::protocol::Channel::parse(channel).ok()?,
+        };
+        (self.shard_channel(&key) == name).then_some(key)
+    }
+
     /// The per-group share of an app's channel quota on a cluster (see the module docs).
     pub(super) fn channel_quota(&self, max_channels: usize) -> usize {
         if self.cluster {
@@ -268,6 +281,10 @@ mod tests {
         };
         assert_eq!(redis_slot(&l.revocation_key(&r)), rv);
         assert_eq!(l.revocation_key(&r), "sc:rv:{sc.rv}:acme:s:u:1");
+        let k = key("acme", "n}{s#t");
+        assert_eq!(l.channel_of(&l.shard_channel(&k)), Some(k));
+        assert_eq!(l.channel_of("sc:s:{acme.99}ns#t"), None, "a wrong group");
+        assert_eq!(l.channel_of(&l.revocation_channel().0), None);
         let c = l.canary_channel(5461, 10922, "r1").unwrap();
         assert!((5461..=10922).contains(&redis_slot(&c)), "{c}");
         let single = Layout::single("sc", 3);

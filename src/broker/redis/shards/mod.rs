@@ -306,6 +306,22 @@ impl Shards {
         );
     }
 
+    /// The server ended a channel's subscription on node connection `id`: its local
+    /// subscribers are closed (1011) to recover, as for a lost connection.
+    async fn dropped(&self, name: &[u8], id: u64) {
+        let Some(key) = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| self.layout.channel_of(n))
+        else {
+            return;
+        };
+        let mut st = self.state.lock().await;
+        if st.channels.get(&key).is_some_and(|(_, n)| *n == id) {
+            st.channels.remove(&key);
+            self.hub.close_channel(&key, CloseCode::InternalError);
+        }
+    }
+
     /// One push from a shard connection.
     fn on_message(&self, channel: &[u8], payload: &[u8]) {
         if let Some(rev) = payload.strip_prefix(REVOCATION_MESSAGE.as_bytes()) {
@@ -456,6 +472,15 @@ async fn read_node(weak: Weak<Shards>, addr: Addr, id: u64, mut rx: UnboundedRec
             PushKind::Disconnection => {
                 shards.node_lost(&addr, id).await;
                 return;
+            }
+            // The server dropped a subscription (its slot moved away). Our own
+            // SUNSUBSCRIBEs are already out of the map and change nothing, unless the
+            // channel was subscribed again meanwhile: then a spurious 1011, which
+            // recovers exactly.
+            PushKind::SUnsubscribe => {
+                if let Some(Value::BulkString(name)) = push.data.first() {
+                    shards.dropped(name, id).await;
+                }
             }
             _ => {}
         }
