@@ -140,6 +140,14 @@ impl Server {
                 broker::redis::RedisBroker::start(&config, hub, Arc::clone(&metrics))
                     .map_err(std::io::Error::other)?
             }
+            config::BrokerKind::RedisCluster => {
+                broker::redis::RedisBroker::start_cluster(&config, hub, Arc::clone(&metrics))
+                    .map_err(std::io::Error::other)?
+            }
+            config::BrokerKind::RedisSentinel => {
+                broker::redis::RedisBroker::start_sentinel(&config, hub, Arc::clone(&metrics))
+                    .map_err(std::io::Error::other)?
+            }
         };
         Self::bind_with_broker(config, broker, metrics, quotas).await
     }

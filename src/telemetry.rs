@@ -77,6 +77,9 @@ pub struct Metrics {
     /// Times the broker's ordered stream was lost (Redis pub/sub connection), each closing
     /// every local subscriber with 1011.
     pub broker_disconnects: Counter,
+    /// The last canary round trip through each Redis Cluster shard, in microseconds, by
+    /// shard primary (`host:port`); a shard whose canary stops makes the relay not ready.
+    pub broker_shard_canary_rtt: Family<ShardLabel, Gauge<f64, AtomicU64>>,
     /// TLS handshakes in progress (bounded by `tls.max_handshakes`).
     pub tls_handshakes: Gauge,
     /// Live revocations held by this node (bounded per app by
@@ -129,6 +132,7 @@ impl Default for Metrics {
             ceilings: Family::default(),
             broker_canary_timestamp: Gauge::default(),
             broker_canary_rtt: Gauge::default(),
+            broker_shard_canary_rtt: Family::default(),
             tls_handshakes: Gauge::default(),
             revocations: Gauge::default(),
         };
@@ -341,6 +345,11 @@ impl Metrics {
             "broker_disconnects",
             "Times the broker's ordered stream was lost",
             self.broker_disconnects.clone(),
+        );
+        r.register(
+            "broker_shard_canary_rtt_seconds",
+            "Last canary round trip through each Redis Cluster shard",
+            self.broker_shard_canary_rtt.clone(),
         );
         r.register(
             "tls_handshakes",

@@ -370,3 +370,66 @@ async fn history_in_redis_is_bounded_by_count_and_ttl_but_the_position_outlives_
     );
     a.stop().await;
 }
+
+/// `total_reads_processed`: how many times Redis read from a client socket.
+fn reads(redis: &RedisServer) -> u64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "INFO", "stats"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("total_reads_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("total_reads_processed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_one_round_trip_to_redis_with_a_result_per_item_in_order() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "t6").await;
+    let (one, two) = (channel("batch-1"), channel("batch-2"));
+    let mut c = a.client().await;
+    c.subscribe(&one, None).await.unwrap();
+    let item = |ch: &str, text: &str, key: Option<&str>| {
+        let mut v =
+            serde_json::json!({"channel": ch, "event": "Ev", "data": sealed(ch, "Ev", text)});
+        if let Some(k) = key {
+            v["idempotency_key"] = k.into();
+        }
+        v
+    };
+    // Warm the script cache, so the batch meets a server that has it.
+    publish(&a.publisher(), &two, "0").await;
+    let mut items: Vec<serde_json::Value> =
+        (1..=8).map(|i| item(&one, &i.to_string(), None)).collect();
+    items.push(item(&two, "k", Some("once")));
+    items.push(item("no-separator", "x", None));
+    items.push(item(&two, "k", Some("once")));
+    let before = reads(&redis);
+    let answer = a
+        .publisher()
+        .publish_batch(&publish_token(None), &items)
+        .await
+        .unwrap();
+    let after = reads(&redis);
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let results = answer.body["results"].as_array().unwrap();
+    for (i, r) in results.iter().take(8).enumerate() {
+        assert_eq!(r["offset"], i as u64 + 1, "{r}");
+    }
+    assert_eq!(results[8]["offset"], 2);
+    assert_eq!(results[9]["error"]["code"], "bad_request");
+    assert_eq!(
+        results[10]["offset"], 2,
+        "the repeat answers the first position"
+    );
+    assert_eq!(read_data(&mut c, 8).await.len(), 8);
+    // One pipeline: far fewer socket reads than the 10 publications (others may read too).
+    assert!(
+        after - before <= 3,
+        "{} reads for one batch",
+        after - before
+    );
+    a.stop().await;
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
+use redis::aio::ConnectionLike;
 
 use crate::telemetry::Metrics;
 
@@ -20,6 +20,9 @@ pub const MESSAGE: &str = "!canary ";
 
 /// How often each node sends its canary.
 pub const INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long sending one may take (as any broker command).
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn unix_millis() -> u128 {
     SystemTime::now()
@@ -73,9 +76,9 @@ impl Canary {
 
     /// Publishes the canary every [`INTERVAL`] while the listener listens, until `alive`
     /// reports the broker gone. A failed publish is a broker error like any other.
-    pub async fn run(
+    pub async fn run<C: ConnectionLike + Send>(
         self,
-        mut commands: ConnectionManager,
+        mut commands: C,
         channel: String,
         listening: Arc<AtomicBool>,
         metrics: Arc<Metrics>,
@@ -97,7 +100,7 @@ impl Canary {
             let mut publish = redis::cmd("PUBLISH");
             publish.arg(&channel).arg(self.message());
             let sent = publish.query_async::<i64>(&mut commands);
-            match tokio::time::timeout(super::redis::COMMAND_TIMEOUT, sent).await {
+            match tokio::time::timeout(SEND_TIMEOUT, sent).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     metrics.broker_errors.inc();

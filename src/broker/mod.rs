@@ -34,6 +34,19 @@ pub struct SharedRevocation {
     pub until: i64,
 }
 
+/// One publication of a batch ([`Broker::publish_many`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PublishItem<'a> {
+    /// The channel.
+    pub key: &'a ChannelKey,
+    /// The event name.
+    pub event: &'a EventName,
+    /// The ciphertext (base64).
+    pub data: &'a str,
+    /// The idempotency key, if any.
+    pub idempotency_key: Option<&'a str>,
+}
+
 /// A boxed future, for an object-safe async trait.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -59,6 +72,24 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
         data: &'a str,
         idempotency_key: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Published, BrokerError>>;
+
+    /// Publishes several publications in order, with one result per item (a batch). The
+    /// default publishes them one by one; a broker that can sends them in one round trip.
+    fn publish_many<'a>(
+        &'a self,
+        items: &'a [PublishItem<'a>],
+    ) -> BoxFuture<'a, Vec<Result<Published, BrokerError>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(items.len());
+            for i in items {
+                out.push(
+                    self.publish(i.key, i.event, i.data, i.idempotency_key)
+                        .await,
+                );
+            }
+            out
+        })
+    }
 
     /// Registers a session's outbox for a channel and returns what to replay.
     fn subscribe<'a>(

@@ -168,6 +168,13 @@ pub struct Config {
     /// The Redis URL, resolved from `redis_url` or `redis_url_env` when the broker is
     /// Redis (a secret: it may carry a password).
     pub redis_url: Option<Secret>,
+    /// The Redis Cluster seed nodes (`kind = "redis-cluster"`), resolved from `redis_urls`,
+    /// `redis_urls_env`, `redis_urls_file`, or one of the `redis_url` keys (secrets: they
+    /// may carry a password).
+    pub redis_seeds: Vec<Secret>,
+    /// The sentinels (`kind = "redis-sentinel"`), from `sentinel_urls`, `_env` or `_file`
+    /// (secrets: they may carry a password, also used for the primary).
+    pub sentinel_urls: Vec<Secret>,
     /// TLS; `None` serves plain HTTP/WS (behind a TLS-terminating ingress).
     pub tls: Option<TlsConfig>,
     /// Origins allowed to open a WebSocket; `None` allows all (with a start-up warning).
@@ -286,6 +293,8 @@ impl Config {
             limits: raw.limits,
             revocation: raw.revocation,
             redis_url: redis_url(&raw.broker, &env)?,
+            redis_seeds: redis_seeds(&raw.broker, &env)?,
+            sentinel_urls: sentinel_urls(&raw.broker, &env)?,
             broker: raw.broker,
             tls: raw.tls,
             allowed_origins: raw.allowed_origins,
@@ -312,6 +321,8 @@ impl Config {
             revocation: RevocationConfig::default(),
             broker: BrokerConfig::default(),
             redis_url: None,
+            redis_seeds: Vec::new(),
+            sentinel_urls: Vec::new(),
             tls: None,
             allowed_origins: None,
             apps,
@@ -522,6 +533,13 @@ fn redis_url(
     let given = usize::from(b.redis_url.is_some())
         + usize::from(b.redis_url_env.is_some())
         + usize::from(b.redis_url_file.is_some());
+    if b.kind == BrokerKind::RedisCluster {
+        // One seed node: read by redis_seeds.
+        return Ok(None);
+    }
+    if b.kind == BrokerKind::RedisSentinel && given == 0 {
+        return Ok(None);
+    }
     if b.kind != BrokerKind::Redis {
         if given > 0 {
             return Err(invalid(
@@ -574,6 +592,160 @@ fn redis_url(
         ));
     }
     Ok(Some(Secret::new(url.into_bytes())))
+}
+
+/// The seed nodes of a `[broker]` of kind `redis-cluster`: a list (`redis_urls`, inline
+/// only without credentials; `redis_urls_env`, separated by commas or whitespace;
+/// `redis_urls_file`, one per line) or one seed through the `redis_url` keys.
+fn redis_seeds(
+    b: &BrokerConfig,
+    env: &impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Vec<Secret>, ConfigError> {
+    let lists = usize::from(b.redis_urls.is_some())
+        + usize::from(b.redis_urls_env.is_some())
+        + usize::from(b.redis_urls_file.is_some());
+    if b.kind != BrokerKind::RedisCluster {
+        if lists > 0 {
+            return Err(invalid(
+                "broker.kind",
+                "seed nodes (redis_urls) are given but kind is not \"redis-cluster\"",
+            ));
+        }
+        return Ok(Vec::new());
+    }
+    let singles = usize::from(b.redis_url.is_some())
+        + usize::from(b.redis_url_env.is_some())
+        + usize::from(b.redis_url_file.is_some());
+    if lists + singles != 1 {
+        return Err(invalid(
+            "broker",
+            "kind \"redis-cluster\" needs exactly one of redis_urls, redis_urls_file, redis_urls_env, redis_url, redis_url_file or redis_url_env",
+        ));
+    }
+    if singles == 1 {
+        let single = BrokerConfig {
+            kind: BrokerKind::Redis,
+            ..b.clone()
+        };
+        return Ok(redis_url(&single, env)?.into_iter().collect());
+    }
+    url_list(
+        "redis_urls",
+        (&b.redis_urls, &b.redis_urls_env, &b.redis_urls_file),
+        env,
+    )
+}
+
+/// The sentinels of a `[broker]` of kind `redis-sentinel` (`sentinel_urls`, `_env` or
+/// `_file`, as for `redis_urls`) with `sentinel_master`.
+fn sentinel_urls(
+    b: &BrokerConfig,
+    env: &impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Vec<Secret>, ConfigError> {
+    let lists = usize::from(b.sentinel_urls.is_some())
+        + usize::from(b.sentinel_urls_env.is_some())
+        + usize::from(b.sentinel_urls_file.is_some());
+    if b.kind != BrokerKind::RedisSentinel {
+        if lists > 0 || b.sentinel_master.is_some() {
+            return Err(invalid(
+                "broker.kind",
+                "sentinel_urls or sentinel_master are given but kind is not \"redis-sentinel\"",
+            ));
+        }
+        return Ok(Vec::new());
+    }
+    if lists != 1 {
+        return Err(invalid(
+            "broker",
+            "kind \"redis-sentinel\" needs exactly one of sentinel_urls, sentinel_urls_file or sentinel_urls_env",
+        ));
+    }
+    let master = b.sentinel_master.as_deref().unwrap_or_default();
+    if master.is_empty()
+        || master.len() > 128
+        || !master
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+    {
+        return Err(invalid(
+            "broker.sentinel_master",
+            "kind \"redis-sentinel\" needs sentinel_master, 1 to 128 of [A-Za-z0-9._-]",
+        ));
+    }
+    url_list(
+        "sentinel_urls",
+        (
+            &b.sentinel_urls,
+            &b.sentinel_urls_env,
+            &b.sentinel_urls_file,
+        ),
+        env,
+    )
+}
+
+/// A list of Redis URLs from the config (no credentials), an environment variable (commas
+/// or whitespace) or a file (one per line).
+fn url_list(
+    key: &str,
+    (list, var, file): (&Option<Vec<String>>, &Option<String>, &Option<PathBuf>),
+    env: &impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Vec<Secret>, ConfigError> {
+    let urls: Vec<String> = if let Some(list) = list {
+        for (i, url) in list.iter().enumerate() {
+            let authority = url.split_once("://").map_or("", |(_, r)| r);
+            if authority.split('/').next().unwrap_or("").contains('@') {
+                return Err(invalid(
+                    format!("broker.{key}[{i}]"),
+                    format!(
+                        "a URL with credentials must come from {key}_file or {key}_env (secrets only from files or the environment)"
+                    ),
+                ));
+            }
+        }
+        list.clone()
+    } else if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            invalid(
+                format!("broker.{key}_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    } else {
+        let var = var.as_deref().unwrap_or_default();
+        env(var)
+            .ok_or_else(|| {
+                invalid(
+                    format!("broker.{key}_env"),
+                    format!("environment variable {var} is not set"),
+                )
+            })?
+            .to_string_lossy()
+            .split([',', ' ', '\n', '\t'])
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    if urls.is_empty() || urls.len() > 64 {
+        return Err(invalid(format!("broker.{key}"), "give 1 to 64 URLs"));
+    }
+    if urls
+        .iter()
+        .any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+    {
+        return Err(invalid(
+            format!("broker.{key}"),
+            "every URL must start with redis:// or rediss://",
+        ));
+    }
+    Ok(urls
+        .into_iter()
+        .map(|u| Secret::new(u.into_bytes()))
+        .collect())
 }
 
 fn load_secret(

@@ -240,13 +240,19 @@ pub enum BrokerKind {
     Memory,
     /// Redis, shared by every relay node: clients may reconnect to any node and recover.
     Redis,
+    /// Redis Cluster: channels spread over its shards, publications on sharded pub/sub.
+    #[serde(rename = "redis-cluster")]
+    RedisCluster,
+    /// Redis primary and replicas under Sentinel: the relays follow failovers.
+    #[serde(rename = "redis-sentinel")]
+    RedisSentinel,
 }
 
 /// `[broker]`: one node in memory, or many nodes on Redis.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    /// `memory` or `redis`.
+    /// `memory`, `redis`, `redis-cluster` or `redis-sentinel`.
     pub kind: BrokerKind,
     /// Redis URL without credentials (`redis://host:6379/0`, `rediss://` for TLS).
     pub redis_url: Option<String>,
@@ -256,6 +262,20 @@ pub struct BrokerConfig {
     /// File holding the Redis URL (the preferred way to give one with a password: a mounted
     /// secret, readable by the relay's user only).
     pub redis_url_file: Option<PathBuf>,
+    /// Seed nodes of a Redis Cluster (`kind = "redis-cluster"`), without credentials.
+    pub redis_urls: Option<Vec<String>>,
+    /// Environment variable holding the seed nodes, separated by commas or whitespace.
+    pub redis_urls_env: Option<String>,
+    /// File holding the seed nodes, one per line (the way to give them with a password).
+    pub redis_urls_file: Option<PathBuf>,
+    /// Sentinels (`kind = "redis-sentinel"`), without credentials.
+    pub sentinel_urls: Option<Vec<String>>,
+    /// Environment variable holding the sentinels, separated by commas or whitespace.
+    pub sentinel_urls_env: Option<String>,
+    /// File holding the sentinels, one per line.
+    pub sentinel_urls_file: Option<PathBuf>,
+    /// The name the sentinels monitor the primary under.
+    pub sentinel_master: Option<String>,
     /// Prefix of every Redis key and pub/sub channel of this relay cluster.
     pub prefix: String,
 }
@@ -267,6 +287,13 @@ impl Default for BrokerConfig {
             redis_url: None,
             redis_url_env: None,
             redis_url_file: None,
+            redis_urls: None,
+            redis_urls_env: None,
+            redis_urls_file: None,
+            sentinel_urls: None,
+            sentinel_urls_env: None,
+            sentinel_urls_file: None,
+            sentinel_master: None,
             prefix: "sealcast".into(),
         }
     }

@@ -92,6 +92,45 @@ fn refusals_name_the_key() {
             "broker.prefix",
         ),
         ("kind = \"kafka\"\n", "kind"),
+        ("kind = \"redis-cluster\"\n", "exactly one of redis_urls"),
+        (
+            "kind = \"redis-cluster\"\nredis_urls = [\"redis://a:1\", \"redis://u:pw@b:2\"]\n",
+            "broker.redis_urls[1]",
+        ),
+        (
+            "kind = \"redis-cluster\"\nredis_urls = [\"redis://a:1\"]\nredis_url = \"redis://a:1\"\n",
+            "exactly one of",
+        ),
+        (
+            "kind = \"redis-cluster\"\nredis_urls = []\n",
+            "give 1 to 64 URLs",
+        ),
+        (
+            "kind = \"redis-cluster\"\nredis_urls = [\"http://a\"]\n",
+            "redis://",
+        ),
+        ("redis_urls = [\"redis://a:1\"]\n", "broker.kind"),
+        (
+            "kind = \"redis-sentinel\"\nsentinel_master = \"m\"\n",
+            "exactly one of sentinel_urls",
+        ),
+        (
+            "kind = \"redis-sentinel\"\nsentinel_urls = [\"redis://a:1\"]\n",
+            "broker.sentinel_master",
+        ),
+        (
+            "kind = \"redis-sentinel\"\nsentinel_urls = [\"redis://a:1\"]\nsentinel_master = \"a b\"\n",
+            "broker.sentinel_master",
+        ),
+        (
+            "kind = \"redis-sentinel\"\nsentinel_urls = [\"redis://u:pw@a:1\"]\nsentinel_master = \"m\"\n",
+            "broker.sentinel_urls[0]",
+        ),
+        ("sentinel_master = \"m\"\n", "broker.kind"),
+        (
+            "kind = \"redis\"\nredis_url = \"redis://a:1\"\nredis_urls_env = \"X\"\n",
+            "broker.kind",
+        ),
     ] {
         let e = err(&format!("{GOOD}[broker]\n{broker}"));
         assert!(e.contains(needle), "{broker}: {e}");
@@ -114,6 +153,52 @@ fn refusals_name_the_key() {
     assert!(
         !format!("{c:?}").contains("hunter2"),
         "Debug shows the Redis password"
+    );
+}
+
+#[test]
+fn redis_cluster_seeds_come_from_a_list_the_environment_a_file_or_one_url() {
+    let env_urls = |v: &str| match v {
+        "SEEDS" => {
+            Some("redis://:pw-secret@10.0.0.1:6379, redis://:pw-secret@10.0.0.2:6379".into())
+        }
+        "ONE" => Some("redis://10.0.0.9:6379".into()),
+        other => env(other),
+    };
+    let parse = |broker: &str| {
+        Config::parse(
+            &format!("{GOOD}[broker]\nkind = \"redis-cluster\"\n{broker}"),
+            env_urls,
+        )
+        .unwrap()
+    };
+    let seeds = |c: &Config| -> Vec<String> {
+        c.redis_seeds
+            .iter()
+            .map(|s| String::from_utf8(s.expose().to_vec()).unwrap())
+            .collect()
+    };
+    let c = parse("redis_urls = [\"redis://10.0.0.1:6379\", \"redis://10.0.0.2:6379\"]\n");
+    assert_eq!(c.broker.kind, BrokerKind::RedisCluster);
+    assert_eq!(seeds(&c).len(), 2);
+    assert!(c.redis_url.is_none());
+    let c = parse("redis_urls_env = \"SEEDS\"\n");
+    assert_eq!(seeds(&c)[1], "redis://:pw-secret@10.0.0.2:6379");
+    assert!(
+        !format!("{c:?}").contains("pw-secret"),
+        "Debug shows a password"
+    );
+    assert_eq!(
+        seeds(&parse("redis_url_env = \"ONE\"\n")),
+        ["redis://10.0.0.9:6379"]
+    );
+    let dir = std::env::temp_dir().join(format!("sealcast-seeds-{}", std::process::id()));
+    std::fs::write(&dir, "redis://10.0.0.1:6379\n\nredis://10.0.0.3:6379\n").unwrap();
+    let c = parse(&format!("redis_urls_file = \"{}\"\n", dir.display()));
+    std::fs::remove_file(&dir).ok();
+    assert_eq!(
+        seeds(&c),
+        ["redis://10.0.0.1:6379", "redis://10.0.0.3:6379"]
     );
 }
 
@@ -143,6 +228,20 @@ fn the_shipped_cluster_config_loads() {
     let c = Config::parse(text, env).unwrap();
     assert_eq!(c.broker.kind, BrokerKind::Redis);
     assert_eq!(c.redis_url.unwrap().expose(), b"redis://redis:6379/0");
+    let origins = crate::http::origin::OriginPolicy::from_config(c.allowed_origins.as_deref());
+    assert!(
+        origins.allows(Some("http://localhost:5173")),
+        "a page on a laptop"
+    );
+    let text = include_str!("../../deploy/sealcast.redis-cluster.toml");
+    let env = |v: &str| match v {
+        "ACME_KEY_1" => Some("0123456789abcdef0123456789abcdef-example".into()),
+        "SEALCAST_REDIS_URLS" => Some("redis://redis-1:6379,redis://redis-2:6379".into()),
+        _ => None,
+    };
+    let c = Config::parse(text, env).unwrap();
+    assert_eq!(c.broker.kind, BrokerKind::RedisCluster);
+    assert_eq!(c.redis_seeds.len(), 2);
 }
 
 #[test]

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiError;
 use crate::AppState;
 use crate::auth::{PublishClaims, unix_now};
-use crate::broker::BrokerError;
+use crate::broker::{BrokerError, PublishItem};
 use crate::hub::{ChannelKey, HubError};
 use crate::limits::Refusal;
 use crate::protocol::frames::clip;
@@ -250,16 +250,23 @@ async fn publish_one(
     let published = state
         .broker
         .publish(&c.key, &c.event, &c.data, c.idempotency_key.as_deref())
-        .await
-        .map_err(|e| match e {
-            BrokerError::Hub(HubError::TooManyChannels) => {
-                ApiError::Unavailable("channel limit reached (history.max_channels)")
-            }
-            BrokerError::Hub(HubError::AppChannelQuota) => ApiError::Unavailable(
-                "the app's channel quota is reached (limits.max_channels_per_app)",
-            ),
-            BrokerError::Unavailable => ApiError::BrokerUnavailable("broker unavailable"),
-        })?;
+        .await;
+    answer(published)
+}
+
+/// A broker's answer to one publication, as the API says it.
+fn answer(
+    published: Result<crate::hub::Published, BrokerError>,
+) -> Result<PublishResponse, ApiError> {
+    let published = published.map_err(|e| match e {
+        BrokerError::Hub(HubError::TooManyChannels) => {
+            ApiError::Unavailable("channel limit reached (history.max_channels)")
+        }
+        BrokerError::Hub(HubError::AppChannelQuota) => ApiError::Unavailable(
+            "the app's channel quota is reached (limits.max_channels_per_app)",
+        ),
+        BrokerError::Unavailable => ApiError::BrokerUnavailable("broker unavailable"),
+    })?;
     Ok(PublishResponse {
         offset: published.offset,
         epoch: published.epoch.to_string(),
@@ -334,20 +341,47 @@ pub async fn publish_batch(
         })?;
         let n = u32::try_from(publications.len()).unwrap_or(u32::MAX);
         admit_rate(&state, &claims, n)?;
-        let mut results = Vec::with_capacity(publications.len());
-        for item in publications {
-            // Parsed alone, as a single publish body is: duplicate keys are refused.
-            let outcome = match serde_json::from_str::<PublishRequest>(item.get()) {
-                Ok(req) => publish_one(&state, &claims, req, &peer).await,
-                Err(e) => Err(ApiError::BadRequest(
-                    clip(format!("invalid publication: {e}"), 200).into(),
-                )),
-            };
-            results.push(match outcome {
-                Ok(r) => BatchItem::Ok(r),
-                Err(e) => BatchItem::Err { error: e.body() },
-            });
-        }
+        // Every item is checked first, then the valid ones are published in order in one
+        // broker call (one Redis round trip where the broker can).
+        let checked: Vec<Result<Checked, ApiError>> = publications
+            .iter()
+            .map(|item| {
+                // Parsed alone, as a single publish body is: duplicate keys are refused.
+                match serde_json::from_str::<PublishRequest>(item.get()) {
+                    Ok(req) => check(&state, &claims, req, &peer),
+                    Err(e) => Err(ApiError::BadRequest(
+                        clip(format!("invalid publication: {e}"), 200).into(),
+                    )),
+                }
+            })
+            .collect();
+        let items: Vec<PublishItem<'_>> = checked
+            .iter()
+            .flatten()
+            .map(|c| PublishItem {
+                key: &c.key,
+                event: &c.event,
+                data: &c.data,
+                idempotency_key: c.idempotency_key.as_deref(),
+            })
+            .collect();
+        let mut published = state.broker.publish_many(&items).await.into_iter();
+        let results = checked
+            .iter()
+            .map(|c| {
+                let outcome = match c {
+                    Ok(_) => published.next().map_or(
+                        Err(ApiError::BrokerUnavailable("broker unavailable")),
+                        answer,
+                    ),
+                    Err(e) => Err(e.clone()),
+                };
+                match outcome {
+                    Ok(r) => BatchItem::Ok(r),
+                    Err(e) => BatchItem::Err { error: e.body() },
+                }
+            })
+            .collect();
         Ok(BatchResponse { results })
     };
     run.await.map(Json).map_err(|e| count_error(&state, e))

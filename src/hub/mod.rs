@@ -447,6 +447,24 @@ impl Hub {
         closed
     }
 
+    /// Closes this node's subscribers of one channel with `code` (a shared broker lost
+    /// that channel's ordered stream); returns how many were asked to close.
+    pub fn close_channel(&self, key: &ChannelKey, code: crate::protocol::CloseCode) -> usize {
+        let Some(slot) = self.channels.get(key).map(|s| Arc::clone(&s)) else {
+            return 0;
+        };
+        let mut st = slot.state.lock();
+        st.relay_epoch = None;
+        close_subscribers(&st, code)
+    }
+
+    /// Whether this node has a subscriber of `key`.
+    pub fn has_subscribers(&self, key: &ChannelKey) -> bool {
+        self.channels
+            .get(key)
+            .is_some_and(|s| !s.state.lock().subscribers.is_empty())
+    }
+
     /// Removes `session` from `key`'s subscribers. A channel that was never published is
     /// forgotten with its last subscriber (see the module docs).
     pub fn unsubscribe(&self, key: &ChannelKey, session: SessionId) {

@@ -24,6 +24,13 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+/// One Redis Cluster shard, by its primary's address.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabel {
+    /// `host:port` of the shard's primary.
+    pub shard: String,
+}
+
 /// One configured app.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppLabel {

@@ -3,9 +3,12 @@
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
 pub mod certs;
+pub mod ha;
 pub mod proc;
 pub mod raw;
 pub mod redis;
+pub mod redis_cluster;
+pub mod redis_sentinel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

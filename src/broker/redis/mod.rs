@@ -7,7 +7,7 @@
 //!   offset order (`<stored at, ms> <event> <data>`), so the list's entries are exactly the
 //!   offsets `top - len + 1 ..= top`. Idempotency keys are `<prefix>:i:<app>:<channel> <key>`.
 //!   Nothing is stored for a channel before its first publication, and each app's channels
-//!   are bounded by its quota ([`scripts`]).
+//!   are bounded by its quota (`scripts.rs`).
 //! - Publishing is one Lua script (atomic in Redis): repeat check, epoch, next offset, append,
 //!   trims, expiries, and `PUBLISH` on `<prefix>:p:<db>` of `<app> <channel> <epoch> <offset>
 //!   <event> <data>` (names never contain a space; data is base64).
@@ -30,33 +30,51 @@
 //!   publication has a new epoch; the hub closes that channel's subscribers with 1011 and
 //!   they recover with `recovered:false`.
 //!
-//! Every node receives every publication (one subscription for the cluster, not one per
-//! channel): simple, and right while Redis pub/sub throughput exceeds the cluster's
-//! publication rate (docs/operations.md). Bounds: history per channel by count
-//! (`LTRIM`) and TTL (list expiry, and entries older than the TTL are not replayed);
-//! the total is bounded by Redis `maxmemory`, not by `history.max_bytes`.
+//! On one server, every node receives every publication (one subscription for the
+//! cluster, not one per channel): simple, and right while Redis pub/sub throughput exceeds
+//! the cluster's publication rate (docs/operations.md).
+//!
+//! The three deployments (docs/operations.md):
+//! - `kind = "redis"`: one server, as above (`pubsub.rs`).
+//! - `kind = "redis-sentinel"`: the same, on the primary the sentinels name; a failover
+//!   ends the listening like a lost connection (`sentinel.rs`).
+//! - `kind = "redis-cluster"`: a channel's keys share one slot (`layout.rs`), publications go
+//!   over sharded pub/sub, and each relay subscribes, per channel, on the owning primary
+//!   only for the channels its clients follow (`shards.rs`). The subscribe order stays
+//!   "register locally, subscribe in Redis (confirmed), then read": the argument above
+//!   holds per channel, one primary ordering a channel's scripts and `SPUBLISH`es.
+//! - In every mode, the scripts renew a channel's epoch when the primary changed, so writes
+//!   lost by a failover never leave two publications under one (epoch, offset)
+//!   (`scripts.rs`).
+//!
+//! Bounds: history per channel by count (`LTRIM`) and TTL (list expiry, and entries older
+//! than the TTL are not replayed); the total is bounded by Redis `maxmemory`, not by
+//! `history.max_bytes`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
-
-use super::{BoxFuture, Broker, BrokerError, RevocationHook, SharedRevocation};
-use crate::config::Config;
+use super::{BoxFuture, Broker, BrokerError, PublishItem, RevocationHook, SharedRevocation};
 use crate::history::Publication;
 use crate::hub::{ChannelKey, Hub, Outbox, Published, SessionId, Subscribed};
-use crate::protocol::{AppId, Channel, CloseCode, EventName};
-use crate::revocation::Target;
+use crate::protocol::EventName;
 use crate::telemetry::Metrics;
-use scripts::{PUBLISH_LUA, REVOKE_LUA, SUBSCRIBE_LUA};
+use commands::Commands;
+use layout::Layout;
+use revocations::{REVOCATION_MESSAGE, kind_value};
+use scripts::{PUBLISH_LUA, SUBSCRIBE_LUA};
+use shards::Shards;
 
+mod batch;
+mod commands;
+mod layout;
+mod pubsub;
+mod revocations;
 mod scripts;
-
-/// Messages on the pub/sub channel that are not publications start with this (an app id
-/// cannot contain `!`).
-const REVOCATION_MESSAGE: &str = "!rev ";
+mod sentinel;
+mod shards;
+mod start;
 
 /// How long a Redis command may take before the broker reports itself unavailable.
 pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -64,20 +82,20 @@ pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// A broker on Redis, shared by every relay node.
 pub struct RedisBroker {
     hub: Arc<Hub>,
-    commands: ConnectionManager,
+    commands: Commands,
     publish_script: redis::Script,
     subscribe_script: redis::Script,
     revoke_script: redis::Script,
     /// Set once by the relay; the listener waits for it before it listens.
     revocation_hook: tokio::sync::watch::Sender<Option<RevocationHook>>,
-    prefix: String,
-    /// `<prefix>:p:<db>`: pub/sub ignores the database index, so the name carries it and
-    /// deployments on different databases of one Redis never hear each other.
-    pubsub_channel: String,
+    layout: Layout,
     history_ttl: Duration,
     max_per_channel: usize,
     state_ttl: Duration,
-    /// True while the pub/sub connection listens.
+    /// On a Redis Cluster: the shard subscriptions (then `listening` and `generation`
+    /// are unused).
+    shards: Option<Arc<Shards>>,
+    /// True while the pub/sub connection listens (one server).
     listening: Arc<AtomicBool>,
     /// Bumped each time the pub/sub connection is lost.
     generation: Arc<AtomicU64>,
@@ -88,8 +106,9 @@ impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the URL: it may carry a password.
         f.debug_struct("RedisBroker")
-            .field("prefix", &self.prefix)
-            .field("listening", &self.listening.load(Ordering::Relaxed))
+            .field("prefix", &self.layout.prefix())
+            .field("cluster", &self.shards.is_some())
+            .field("ready", &self.is_ready())
             .finish()
     }
 }
@@ -99,83 +118,55 @@ fn new_epoch() -> String {
 }
 
 impl RedisBroker {
-    /// Creates the broker and starts its pub/sub listener (which reconnects on its own).
-    /// Returns at once: until Redis answers, the broker is not ready and refuses work.
-    pub fn start(
-        config: &Config,
-        hub: Arc<Hub>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Arc<Self>, String> {
-        let url = config
-            .redis_url
-            .as_ref()
-            .ok_or("broker kind redis without a URL")?;
-        let url = std::str::from_utf8(url.expose()).map_err(|_| "the Redis URL is not UTF-8")?;
-        let client =
-            redis::Client::open(url).map_err(|e| format!("bad Redis URL: {:?}", e.kind()))?;
-        let manager = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager)
-            .map_err(|e| format!("cannot set up Redis: {:?}", e.kind()))?;
-        let (revocation_hook, hook) = tokio::sync::watch::channel(None);
-        let broker = Arc::new(RedisBroker {
-            hub,
-            commands,
-            publish_script: redis::Script::new(PUBLISH_LUA),
-            subscribe_script: redis::Script::new(SUBSCRIBE_LUA),
-            revoke_script: redis::Script::new(REVOKE_LUA),
-            revocation_hook,
-            prefix: config.broker.prefix.clone(),
-            pubsub_channel: format!(
-                "{}:p:{}",
-                config.broker.prefix,
-                client.get_connection_info().redis_settings().db()
-            ),
-            history_ttl: config.history.ttl,
-            max_per_channel: config.history.max_per_channel,
-            state_ttl: config.history.channel_state_ttl,
-            listening: Arc::new(AtomicBool::new(false)),
-            generation: Arc::new(AtomicU64::new(0)),
-            metrics,
-        });
-        let canary = super::canary::Canary::default();
-        let weak = Arc::downgrade(&broker);
-        tokio::spawn(canary.clone().run(
-            broker.commands.clone(),
-            broker.pubsub_channel.clone(),
-            Arc::clone(&broker.listening),
-            Arc::clone(&broker.metrics),
-            move || weak.strong_count() > 0,
-        ));
-        tokio::spawn(listen(
-            canary,
-            client,
-            broker.commands.clone(),
-            broker.prefix.clone(),
-            broker.pubsub_channel.clone(),
-            Arc::clone(&broker.hub),
-            Arc::clone(&broker.metrics),
-            hook,
-            Arc::clone(&broker.listening),
-            Arc::clone(&broker.generation),
-            Arc::downgrade(&broker),
-        ));
-        Ok(broker)
+    /// Runs a channel's script. A primary promoted after a failover has not cached it
+    /// (`NOSCRIPT`): it is then loaded on the channel's primary and run once more.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+        code: &str,
+        key: &ChannelKey,
+    ) -> redis::RedisResult<T> {
+        let mut conn = self.commands.clone();
+        match call.invoke_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let load = redis::cmd("SCRIPT").arg("LOAD").arg(code).clone();
+                conn.on_slot::<String>(&load, Layout::slot(key)).await?;
+                call.invoke_async(&mut conn).await
+            }
+            r => r,
+        }
     }
 
-    /// The channel's meta and history keys, the data set's epoch base, and the app's
-    /// channel set.
-    fn keys(&self, key: &ChannelKey) -> [String; 4] {
-        let id = format!("{}:{}", key.app.as_str(), key.channel.as_str());
-        [
-            format!("{}:m:{id}", self.prefix),
-            format!("{}:h:{id}", self.prefix),
-            format!("{}:base", self.prefix),
-            format!("{}:c:{}", self.prefix, key.app.as_str()),
-        ]
+    /// The publish script's keys and arguments for one publication (see `scripts.rs`).
+    fn publish_params(
+        &self,
+        key: &ChannelKey,
+        event: &EventName,
+        data: &str,
+        idempotency_key: Option<&str>,
+    ) -> (Vec<String>, Vec<String>) {
+        let names = self.layout.channel(key);
+        let mut keys = names.keys.to_vec();
+        if let Some(k) = idempotency_key {
+            keys.push(self.layout.idempotency(key, k));
+        }
+        let quota = self
+            .layout
+            .channel_quota(self.hub.app_quota(&key.app).max_channels);
+        let args = vec![
+            new_epoch(),
+            key.app.as_str().to_string(),
+            key.channel.as_str().to_string(),
+            event.as_str().to_string(),
+            data.to_string(),
+            millis(self.history_ttl).to_string(),
+            self.max_per_channel.max(1).to_string(),
+            self.state_ttl.as_secs().max(1).to_string(),
+            names.announce,
+            quota.to_string(),
+            names.command.to_string(),
+        ];
+        (keys, args)
     }
 
     async fn publish_in_redis(
@@ -185,32 +176,27 @@ impl RedisBroker {
         data: &str,
         idempotency_key: Option<&str>,
     ) -> Result<Published, BrokerError> {
-        if !self.listening.load(Ordering::Acquire) {
+        if !self.is_ready() {
             return Err(BrokerError::Unavailable);
         }
         let mut call = self.publish_script.prepare_invoke();
-        for k in self.keys(key) {
+        let (keys, args) = self.publish_params(key, event, data, idempotency_key);
+        for k in keys {
             call.key(k);
         }
-        if let Some(k) = idempotency_key {
-            call.key(idempotency_redis_key(&self.prefix, key, k));
+        for a in args {
+            call.arg(a);
         }
-        call.arg(new_epoch())
-            .arg(key.app.as_str())
-            .arg(key.channel.as_str())
-            .arg(event.as_str())
-            .arg(data)
-            .arg(millis(self.history_ttl))
-            .arg(self.max_per_channel.max(1))
-            .arg(self.state_ttl.as_secs().max(1))
-            .arg(&self.pubsub_channel)
-            .arg(self.hub.app_quota(&key.app).max_channels);
-        let mut conn = self.commands.clone();
-        let (position, repeated): (String, u8) = call
-            .invoke_async(&mut conn)
+        let (position, status): (String, u8) = self
+            .invoke(&call, PUBLISH_LUA, key)
             .await
             .map_err(|e| unavailable(&self.metrics, "publish", &e))?;
-        if repeated == 2 {
+        self.published(&position, status)
+    }
+
+    /// The publish script's answer: `"<epoch> <offset>"` and its status.
+    fn published(&self, position: &str, status: u8) -> Result<Published, BrokerError> {
+        if status == 2 {
             self.metrics.limit_hit("channels_per_app");
             return Err(BrokerError::Hub(crate::hub::HubError::AppChannelQuota));
         }
@@ -218,7 +204,7 @@ impl RedisBroker {
             .split_once(' ')
             .and_then(|(e, o)| Some((e, o.parse::<u64>().ok()?)))
             .ok_or(BrokerError::Unavailable)?;
-        if repeated == 1 {
+        if status == 1 {
             self.metrics.idempotent_repeats.inc();
         } else {
             self.metrics.publications.inc();
@@ -226,7 +212,7 @@ impl RedisBroker {
         Ok(Published {
             offset,
             epoch: epoch.into(),
-            duplicate: repeated == 1,
+            duplicate: status == 1,
             overflowed: 0,
         })
     }
@@ -239,11 +225,22 @@ impl RedisBroker {
         since: Option<(&str, u64)>,
     ) -> Result<Subscribed, BrokerError> {
         let generation = self.generation.load(Ordering::Acquire);
-        if !self.listening.load(Ordering::Acquire) {
+        if !self.is_ready() {
             return Err(BrokerError::Unavailable);
         }
         // Registered before the read: see the module docs.
         let local = self.hub.subscribe(key, session, outbox, None)?;
+        // On a cluster, then subscribed to the channel's shard (confirmed) before the read.
+        let node = match &self.shards {
+            Some(shards) => match shards.listen_to(key).await {
+                Ok(node) => Some(node),
+                Err(e) => {
+                    self.hub.unsubscribe(key, session);
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         // A read is safe to retry (the script's only write is creating the epoch once): the
         // first command after Redis came back may meet the old, broken connection.
         let read = match self.read(key, since).await {
@@ -258,10 +255,14 @@ impl RedisBroker {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
-        if self.generation.load(Ordering::Acquire) != generation
-            || !self.listening.load(Ordering::Acquire)
-            || !self.hub.note_epoch(key, &epoch)
-        {
+        let still_listening = match (&self.shards, node) {
+            (Some(shards), Some(node)) => shards.still_listening(key, node).await,
+            _ => {
+                self.generation.load(Ordering::Acquire) == generation
+                    && self.listening.load(Ordering::Acquire)
+            }
+        };
+        if !still_listening || !self.hub.note_epoch(key, &epoch) {
             return fail(BrokerError::Unavailable);
         }
         let first = since.map_or(0, |(_, o)| o + 1);
@@ -297,19 +298,18 @@ impl RedisBroker {
         since: Option<(&str, u64)>,
     ) -> Result<(String, u64, Option<bool>, Vec<String>), BrokerError> {
         let (since_epoch, since_offset) = since.unwrap_or(("", 0));
-        let mut conn = self.commands.clone();
         let mut call = self.subscribe_script.prepare_invoke();
-        for k in self.keys(key) {
+        for k in self.layout.channel(key).keys {
             call.key(k);
         }
-        let mut reply: Vec<redis::Value> = call
-            .arg(new_epoch())
+        call.arg(new_epoch())
             .arg(self.state_ttl.as_secs().max(1))
             .arg(millis(self.history_ttl))
             .arg(since_epoch)
             .arg(since_offset)
-            .arg(key.channel.as_str())
-            .invoke_async(&mut conn)
+            .arg(key.channel.as_str());
+        let mut reply: Vec<redis::Value> = self
+            .invoke(&call, SUBSCRIBE_LUA, key)
             .await
             .map_err(|e| unavailable(&self.metrics, "subscribe", &e))?;
         if reply.len() < 3 {
@@ -345,220 +345,15 @@ impl RedisBroker {
     }
 }
 
-/// A channel name never contains a space, so the space makes `<channel> <key>` unambiguous
-/// (a `:` would not: topics and keys may both contain one).
-fn idempotency_redis_key(prefix: &str, key: &ChannelKey, idempotency_key: &str) -> String {
-    format!(
-        "{prefix}:i:{}:{} {idempotency_key}",
-        key.app.as_str(),
-        key.channel.as_str()
-    )
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-fn unavailable(metrics: &Metrics, what: &str, e: &redis::RedisError) -> BrokerError {
+pub(super) fn unavailable(metrics: &Metrics, what: &str, e: &redis::RedisError) -> BrokerError {
     metrics.broker_errors.inc();
     // The error's kind and text only: never the URL or a payload.
     tracing::warn!(operation = what, error = ?e.kind(), "Redis unavailable");
     BrokerError::Unavailable
-}
-
-/// The pub/sub side: listens on `channel`, relays into the hub, and on a lost connection
-/// closes every local subscriber (1011), bumps the generation and reconnects with backoff.
-/// Ends when the broker is dropped.
-#[allow(clippy::too_many_arguments)]
-async fn listen(
-    canary: super::canary::Canary,
-    client: redis::Client,
-    mut commands: ConnectionManager,
-    prefix: String,
-    channel: String,
-    hub: Arc<Hub>,
-    metrics: Arc<Metrics>,
-    mut hook: tokio::sync::watch::Receiver<Option<RevocationHook>>,
-    listening: Arc<AtomicBool>,
-    generation: Arc<AtomicU64>,
-    broker: std::sync::Weak<RedisBroker>,
-) {
-    // Nothing is served before the relay can apply shared revocations.
-    let revoke: RevocationHook = match hook.wait_for(Option::is_some).await {
-        Ok(h) => h.as_ref().map(Arc::clone).expect("waited for"),
-        Err(_) => return,
-    };
-    let mut backoff = Duration::from_millis(100);
-    while broker.strong_count() > 0 {
-        // Ready means both connections work: the command connection (re)connects lazily,
-        // so it is exercised here once the pub/sub connection listens.
-        let connected = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            let mut pong = redis::cmd("PING")
-                .query_async::<String>(&mut commands)
-                .await;
-            if pong.is_err() {
-                pong = redis::cmd("PING")
-                    .query_async::<String>(&mut commands)
-                    .await;
-            }
-            pong?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        match tokio::time::timeout(COMMAND_TIMEOUT, connected).await {
-            Ok(Ok(pubsub)) => {
-                backoff = Duration::from_millis(100);
-                // Revocations stored before we listened; later ones arrive as messages.
-                if let Err(e) = load_revocations(&mut commands, &prefix, &*revoke).await {
-                    tracing::warn!(error = ?e.kind(), "cannot load revocations; retrying");
-                    tokio::time::sleep(backoff).await;
-                    continue;
-                }
-                listening.store(true, Ordering::Release);
-                metrics.broker_up.set(1);
-                tracing::info!("Redis broker listening");
-                let mut messages = pubsub.into_on_message();
-                while let Some(msg) = messages.next().await {
-                    let payload = msg.get_payload_bytes();
-                    if let Some(rest) = payload.strip_prefix(super::canary::MESSAGE.as_bytes()) {
-                        canary.received(rest, &metrics);
-                        continue;
-                    }
-                    match payload.strip_prefix(REVOCATION_MESSAGE.as_bytes()) {
-                        Some(rev) => {
-                            if let Some(r) = parse_revocation_message(rev) {
-                                revoke(&r);
-                            }
-                        }
-                        None => relay_message(&hub, payload),
-                    }
-                }
-                listening.store(false, Ordering::Release);
-                metrics.broker_up.set(0);
-                metrics.broker_disconnects.inc();
-                generation.fetch_add(1, Ordering::AcqRel);
-                let closed = hub.close_all_subscribers(CloseCode::BrokerUnavailable);
-                tracing::warn!(
-                    closed,
-                    "Redis pub/sub connection lost: subscribers closed to recover"
-                );
-            }
-            Ok(Err(e)) => {
-                metrics.broker_errors.inc();
-                tracing::warn!(error = ?e.kind(), "cannot reach Redis; retrying");
-            }
-            Err(_) => {
-                metrics.broker_errors.inc();
-                tracing::warn!("Redis did not answer in time; retrying");
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// How a revocation target is written in keys and messages: `s` or `j`, and the value.
-fn kind_value(target: &Target) -> (&'static str, &str) {
-    match target {
-        Target::Sub(s) => ("s", s),
-        Target::Jti(j) => ("j", j),
-    }
-}
-
-fn revocation_key(prefix: &str, r: &SharedRevocation) -> String {
-    let (kind, value) = kind_value(&r.target);
-    format!("{prefix}:rv:{}:{kind}:{value}", r.app.as_str())
-}
-
-/// `<app> <s|j> <until> <value>` (the value last: it may contain spaces).
-fn parse_revocation_message(text: &[u8]) -> Option<SharedRevocation> {
-    let text = std::str::from_utf8(text).ok()?;
-    let mut parts = text.splitn(4, ' ');
-    let app = AppId::parse(parts.next()?).ok()?;
-    let kind = parts.next()?;
-    let until = parts.next()?.parse().ok()?;
-    let target = target(kind, parts.next()?)?;
-    Some(SharedRevocation { app, target, until })
-}
-
-fn target(kind: &str, value: &str) -> Option<Target> {
-    if value.is_empty() {
-        return None;
-    }
-    match kind {
-        "s" => Some(Target::Sub(value.to_string())),
-        "j" => Some(Target::Jti(value.to_string())),
-        _ => None,
-    }
-}
-
-/// Hands every stored, live revocation to the relay (SCAN, so Redis is never blocked).
-async fn load_revocations(
-    commands: &mut ConnectionManager,
-    prefix: &str,
-    apply: &(dyn Fn(&SharedRevocation) + Send + Sync),
-) -> redis::RedisResult<()> {
-    let pattern = format!("{prefix}:rv:*");
-    let strip = format!("{prefix}:rv:");
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(commands)
-            .await?;
-        if !keys.is_empty() {
-            let untils: Vec<Option<i64>> =
-                redis::cmd("MGET").arg(&keys).query_async(commands).await?;
-            for (key, until) in keys.iter().zip(untils) {
-                let parsed = key.strip_prefix(&strip).and_then(|rest| {
-                    let mut p = rest.splitn(3, ':');
-                    let app = AppId::parse(p.next()?).ok()?;
-                    let kind = p.next()?;
-                    Some(SharedRevocation {
-                        app,
-                        target: target(kind, p.next()?)?,
-                        until: until?,
-                    })
-                });
-                if let Some(r) = parsed {
-                    apply(&r);
-                }
-            }
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
-}
-
-/// One pub/sub message `<app> <channel> <epoch> <offset> <event> <data>` into the hub; a
-/// message that does not parse (another writer on our channel) is ignored.
-fn relay_message(hub: &Hub, payload: &[u8]) {
-    let Ok(text) = std::str::from_utf8(payload) else {
-        return;
-    };
-    let mut parts = text.splitn(6, ' ');
-    let mut next = || parts.next();
-    let (Some(app), Some(channel), Some(epoch), Some(offset), Some(event), Some(data)) =
-        (next(), next(), next(), next(), next(), next())
-    else {
-        return;
-    };
-    let (Ok(app), Ok(channel), Ok(offset), Ok(event)) = (
-        AppId::parse(app),
-        Channel::parse(channel),
-        offset.parse::<u64>(),
-        EventName::parse(event),
-    ) else {
-        return;
-    };
-    hub.relay(&ChannelKey { app, channel }, epoch, offset, &event, data);
 }
 
 impl Broker for RedisBroker {
@@ -570,6 +365,13 @@ impl Broker for RedisBroker {
         idempotency_key: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Published, BrokerError>> {
         Box::pin(self.publish_in_redis(key, event, data, idempotency_key))
+    }
+
+    fn publish_many<'a>(
+        &'a self,
+        items: &'a [PublishItem<'a>],
+    ) -> BoxFuture<'a, Vec<Result<Published, BrokerError>>> {
+        Box::pin(self.publish_pipelined(items))
     }
 
     fn subscribe<'a>(
@@ -597,13 +399,15 @@ impl Broker for RedisBroker {
                 r.app.as_str(),
                 r.until
             );
+            let (channel, command) = self.layout.revocation_channel();
             let mut conn = self.commands.clone();
             let _: i64 = self
                 .revoke_script
-                .key(revocation_key(&self.prefix, r))
+                .key(self.layout.revocation_key(r))
                 .arg(r.until)
-                .arg(&self.pubsub_channel)
+                .arg(&channel)
                 .arg(message)
+                .arg(command)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| unavailable(&self.metrics, "revoke", &e))?;
@@ -616,44 +420,25 @@ impl Broker for RedisBroker {
     }
 
     fn is_ready(&self) -> bool {
-        self.listening.load(Ordering::Acquire)
+        match &self.shards {
+            Some(s) => s.is_ready(),
+            None => self.listening.load(Ordering::Acquire),
+        }
     }
 
     fn sweep(&self) {
         self.hub.sweep();
+        if let (Some(shards), Ok(rt)) = (&self.shards, tokio::runtime::Handle::try_current()) {
+            let shards = Arc::clone(shards);
+            rt.spawn(async move { shards.prune().await });
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn revocation_messages_and_keys_round_trip() {
-        let r = SharedRevocation {
-            app: AppId::parse("acme").unwrap(),
-            target: Target::Sub("user with spaces:and:colons".into()),
-            until: 1_900_000_000,
-        };
-        let message = format!("acme s {} user with spaces:and:colons", r.until);
-        assert_eq!(
-            parse_revocation_message(message.as_bytes()),
-            Some(r.clone())
-        );
-        assert_eq!(
-            revocation_key("p", &r),
-            "p:rv:acme:s:user with spaces:and:colons"
-        );
-        for bad in [
-            "acme x 1 v",
-            "acme s soon v",
-            "acme s 1 ",
-            "a!b s 1 v",
-            "acme s",
-        ] {
-            assert_eq!(parse_revocation_message(bad.as_bytes()), None, "{bad}");
-        }
-    }
+    use crate::protocol::{AppId, Channel};
 
     #[test]
     fn idempotency_keys_of_different_channels_never_share_a_redis_key() {
@@ -662,41 +447,12 @@ mod tests {
             channel: Channel::parse(ch).unwrap(),
         };
         assert_ne!(
-            idempotency_redis_key("p", &k("ns#a"), "b:c"),
-            idempotency_redis_key("p", &k("ns#a:b"), "c")
+            Layout::single("p", 0).idempotency(&k("ns#a"), "b:c"),
+            Layout::single("p", 0).idempotency(&k("ns#a:b"), "c")
         );
         assert_eq!(
-            idempotency_redis_key("p", &k("ns#a"), "k 1"),
+            Layout::single("p", 0).idempotency(&k("ns#a"), "k 1"),
             "p:i:acme:ns#a k 1"
         );
-    }
-
-    #[test]
-    fn malformed_pub_sub_messages_are_ignored() {
-        let hub = Hub::new(
-            crate::hub::HubConfig::default(),
-            Arc::new(Metrics::default()),
-        );
-        let key = ChannelKey {
-            app: AppId::parse("acme").unwrap(),
-            channel: Channel::parse("ns#t").unwrap(),
-        };
-        let outbox = Arc::new(Outbox::new(crate::hub::OutboxLimits {
-            max_frames: 10,
-            max_bytes: 1 << 20,
-        }));
-        hub.subscribe(&key, 1, &outbox, None).unwrap();
-        for bad in [
-            &b"acme ns#t e1 x Ev AAAA"[..],
-            b"acme ns#t e1 1",
-            b"acme bad-channel e1 1 Ev AAAA",
-            b"acme ns#t e1 1 E\xffv AAAA",
-            b"\xff\xfe",
-        ] {
-            relay_message(&hub, bad);
-        }
-        assert_eq!(outbox.len(), 0);
-        relay_message(&hub, b"acme ns#t e1 1 Ev AAAA");
-        assert_eq!(outbox.len(), 1);
     }
 }

@@ -10,34 +10,74 @@
 //! bucket and has another epoch. Each app's live channels are a sorted set
 //! (`<prefix>:c:<app>`, scored by expiry) bounding them by the app's quota.
 //!
+//! Failover and restarts (the rule that keeps "no duplicate, no silent loss" when Redis
+//! loses acknowledged writes): replication is asynchronous, so a promoted replica or a
+//! primary restarted from a snapshot may miss a channel's last publications and would then
+//! hand out their offsets again. Every script therefore reads the primary's replication id
+//! (`master_replid`, which changes on every promotion and restart) and:
+//! - the epoch base is stored with the replication id it was written under
+//!   (`<base> <replid>`), and renewed when it differs, so a channel created after a
+//!   failover never gets an epoch handed out before it;
+//! - a channel's state records the replication id it was written under (`run`); state
+//!   written under another one is renewed (new epoch from the new base, offset 0, history
+//!   dropped) the first time a script touches it, so offsets continue only where nothing
+//!   can have been lost. Clients that recover across a failover get `recovered:false`;
+//!   idempotency keys of an older epoch no longer count as repeats.
+//!
+//! This is conservative: a graceful failover, which loses nothing, renews too.
+//!
 //! This relies on Redis keeping keys until they expire: run it with
 //! `maxmemory-policy noeviction` (docs/operations.md); an evicted channel state would
 //! reuse its epoch within the bucket.
 
-/// Appends a publication; see the module docs. KEYS: meta, history, base, the app's channel
-/// set, [idempotency]. ARGV: base candidate, app, channel, event, data, history ttl (ms), max
-/// per channel, channel state ttl (s), pub/sub channel, the app's channel quota. Returns
-/// `{"<epoch> <offset>", status}`, status 0 published, 1 repeated idempotency key, 2 the
-/// app's channel quota is reached (nothing written).
-pub(super) const PUBLISH_LUA: &str = r"
-if #KEYS == 5 then
-  local prev = redis.call('GET', KEYS[5])
-  if prev then return {prev, 1} end
-end
+/// What every channel script starts with (after `state_ms`): `now`, the primary's
+/// replication id `run`, `base()` (the epoch base of this replication id), and the
+/// channel's `epoch`, renewed if written under another replication id (module docs).
+macro_rules! prelude {
+    () => {
+        r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local state_ms = tonumber(ARGV[8]) * 1000
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local run = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or '-'
+local function base()
+  local b = redis.call('GET', KEYS[3])
+  if b then
+    local value, at = string.match(b, '^(%w+) (%w+)$')
+    if at == run then return value end
+  end
+  redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. run)
+  return ARGV[1]
+end
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'run')
+local epoch = meta[1]
+if epoch and meta[2] ~= run then
+  epoch = base() .. '-' .. tostring(math.floor(now / state_ms))
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0, 'run', run)
+  redis.call('DEL', KEYS[2])
+end
+"
+    };
+}
+
+/// Appends a publication; see the module docs. KEYS: meta, history, base, the app's channel
+/// set, [idempotency]. ARGV: base candidate, app, channel, event, data, history ttl (ms), max
+/// per channel, channel state ttl (s), pub/sub channel, the app's channel quota, the
+/// announcing command (`PUBLISH`, or `SPUBLISH` on a cluster). Returns
+/// `{"<epoch> <offset>", status}`, status 0 published, 1 repeated idempotency key, 2 the
+/// app's channel quota is reached (nothing written).
+pub(super) const PUBLISH_LUA: &str = concat!(
+    "local state_ms = tonumber(ARGV[8]) * 1000",
+    prelude!(),
+    r"
+if #KEYS == 5 and epoch then
+  local prev = redis.call('GET', KEYS[5])
+  if prev and string.sub(prev, 1, #epoch + 1) == epoch .. ' ' then return {prev, 1} end
+end
 if not epoch then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
   if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[10]) then return {'', 2} end
-  local base = redis.call('GET', KEYS[3])
-  if not base then
-    base = ARGV[1]
-    redis.call('SET', KEYS[3], base)
-  end
-  epoch = base .. '-' .. tostring(math.floor(now / state_ms))
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+  epoch = base() .. '-' .. tostring(math.floor(now / state_ms))
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0, 'run', run)
   redis.call('DEL', KEYS[2])
 end
 redis.call('ZADD', KEYS[4], now + state_ms, ARGV[3])
@@ -49,32 +89,28 @@ redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 local pos = epoch .. ' ' .. offset
 if #KEYS == 5 then redis.call('SET', KEYS[5], pos, 'PX', ARGV[6]) end
-redis.call('PUBLISH', ARGV[9], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. pos .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
+redis.call(ARGV[11], ARGV[9], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. pos .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
 return {pos, 0}
-";
+"
+);
 
 /// A subscribe's read; see the module docs. KEYS: meta, history, base, the app's channel
 /// set. ARGV: base candidate, channel state ttl (s), history ttl (ms), since epoch ('' for
 /// none), since offset, channel. Returns `{epoch, top, status, entries...}`, status `live`,
 /// `ok` (entries follow, the first at since + 1) or `gone`.
-pub(super) const SUBSCRIBE_LUA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+pub(super) const SUBSCRIBE_LUA: &str = concat!(
+    "local state_ms = tonumber(ARGV[2]) * 1000",
+    prelude!(),
+    r"
 local since = tonumber(ARGV[5])
 if not epoch then
-  local base = redis.call('GET', KEYS[3])
-  if not base then
-    base = ARGV[1]
-    redis.call('SET', KEYS[3], base)
-  end
-  epoch = base .. '-' .. tostring(math.floor(now / (tonumber(ARGV[2]) * 1000)))
+  epoch = base() .. '-' .. tostring(math.floor(now / state_ms))
   if ARGV[4] == '' then return {epoch, 0, 'live'} end
   if ARGV[4] == epoch and since == 0 then return {epoch, 0, 'ok'} end
   return {epoch, 0, 'gone'}
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]) * 1000, ARGV[6])
+redis.call('ZADD', KEYS[4], now + state_ms, ARGV[6])
 redis.call('EXPIRE', KEYS[4], ARGV[2])
 local top = tonumber(redis.call('HGET', KEYS[1], 'top') or '0')
 if ARGV[4] == '' then return {epoch, top, 'live'} end
@@ -89,13 +125,14 @@ if stored == nil or stored + tonumber(ARGV[3]) <= now then return {epoch, top, '
 local out = {epoch, top, 'ok'}
 for i = 1, #entries do out[#out + 1] = entries[i] end
 return out
-";
+"
+);
 
 /// Stores a revocation (keeping the later `until`) and announces it. KEYS: the revocation.
-/// ARGV: until (unix seconds), pub/sub channel, message.
+/// ARGV: until (unix seconds), pub/sub channel, message, command (`PUBLISH`/`SPUBLISH`).
 pub(super) const REVOKE_LUA: &str = r"
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[1]) end
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+redis.call(ARGV[4], ARGV[2], ARGV[3])
 return 1
 ";
