@@ -109,7 +109,7 @@ pub fn disconnect_codes() -> impl Iterator<Item = &'static str> {
     crate::protocol::CloseCode::ALL
         .into_iter()
         .map(|c| c.name())
-        .chain(["client_closed"])
+        .chain(["broker_unavailable", "client_closed"])
 }
 
 /// HTTP API error codes (`sealcast_http_errors_total{code}`).

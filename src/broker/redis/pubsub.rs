@@ -106,7 +106,7 @@ pub(super) async fn listen(
                 metrics.broker_up.set(0);
                 metrics.broker_disconnects.inc();
                 generation.fetch_add(1, Ordering::AcqRel);
-                let closed = hub.close_all_subscribers(CloseCode::InternalError);
+                let closed = hub.close_all_subscribers(CloseCode::BrokerUnavailable);
                 tracing::warn!(
                     closed,
                     "Redis pub/sub connection lost: subscribers closed to recover"

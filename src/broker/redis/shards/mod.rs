@@ -260,7 +260,7 @@ impl Shards {
             .collect();
         for key in moved {
             st.channels.remove(&key);
-            self.hub.close_channel(&key, CloseCode::InternalError);
+            self.hub.close_channel(&key, CloseCode::BrokerUnavailable);
         }
         if let Some((a, _)) = &st.revocations
             && owner(&st.ranges, self.layout.revocation_slot()).as_ref() != Some(a)
@@ -289,7 +289,7 @@ impl Shards {
         let mut closed = 0;
         for key in &lost {
             st.channels.remove(key);
-            closed += self.hub.close_channel(key, CloseCode::InternalError);
+            closed += self.hub.close_channel(key, CloseCode::BrokerUnavailable);
         }
         if st.revocations.as_ref().is_some_and(|(_, n)| *n == id) {
             st.revocations = None;
@@ -318,7 +318,7 @@ impl Shards {
         let mut st = self.state.lock().await;
         if st.channels.get(&key).is_some_and(|(_, n)| *n == id) {
             st.channels.remove(&key);
-            self.hub.close_channel(&key, CloseCode::InternalError);
+            self.hub.close_channel(&key, CloseCode::BrokerUnavailable);
         }
     }
 
