@@ -202,3 +202,22 @@ pub fn metric_with_label(text: &str, family: &str, label: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Publishes real ciphertext of `plaintext` to `channel` with `token`; the relay's answer,
+/// whatever it is.
+pub async fn publish_with(
+    p: &Publisher,
+    token: &str,
+    channel: &str,
+    plaintext: &str,
+) -> sealcast_client::wire::Answer {
+    p.publish(
+        token,
+        channel,
+        "Ev",
+        &sealed(channel, "Ev", plaintext),
+        None,
+    )
+    .await
+    .unwrap()
+}

@@ -128,16 +128,7 @@ async fn quota_holds_per_app(p: &Proc, fresh: usize) {
         publish(&publisher, &channel(&format!("q{i}")), "x").await;
     }
     let ch = channel("q-over");
-    let a = publisher
-        .publish(
-            &publish_token(None),
-            &ch,
-            "Ev",
-            &sealed(&ch, "Ev", "x"),
-            None,
-        )
-        .await
-        .unwrap();
+    let a = publish_with(&publisher, &publish_token(None), &ch, "x").await;
     assert_eq!(a.status, 503, "{:?}", a.body);
     assert_eq!(a.body["error"]["code"], "unavailable");
     assert!(
@@ -151,16 +142,7 @@ async fn quota_holds_per_app(p: &Proc, fresh: usize) {
     // Every other app is unaffected, in the same channel names and in new ones.
     for i in 0..3 {
         let ch = channel(&format!("q{}", i + 3));
-        let a = publisher
-            .publish(
-                &other_publish_token(),
-                &ch,
-                "Ev",
-                &sealed(&ch, "Ev", "x"),
-                None,
-            )
-            .await
-            .unwrap();
+        let a = publish_with(&publisher, &other_publish_token(), &ch, "x").await;
         assert_eq!(a.status, 200, "other app: {:?}", a.body);
     }
     let m = p.metrics().await;

@@ -12,16 +12,7 @@ use crate::common::*;
 async fn other_survives_acme(p: &Proc) -> (bool, bool) {
     let publisher = Publisher::new(&format!("http://{}", p.addr));
     let quiet = channel("quiet");
-    let a = publisher
-        .publish(
-            &other_publish_token(),
-            &quiet,
-            "Ev",
-            &sealed(&quiet, "Ev", "kept"),
-            None,
-        )
-        .await
-        .unwrap();
+    let a = publish_with(&publisher, &other_publish_token(), &quiet, "kept").await;
     assert_eq!(a.status, 200);
     let other_epoch = a.body["epoch"].as_str().unwrap().to_string();
     let noisy = channel("noisy");
