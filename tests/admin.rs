@@ -163,25 +163,8 @@ async fn public_metrics_is_opt_in() {
 /// a message otherwise (an error status, or nothing listening).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_health_subcommand_probes_the_admin_listener() {
-    let dir = temp_dir("health");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("sealcast.toml");
-    std::fs::write(
-        &path,
-        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-         [[apps]]\nid = \"acme\"\n[[apps.keys]]\nkid = \"k1\"\nsecret_env = \"ACME_KEY_1\"\n",
-    )
-    .unwrap();
-    let p = spawn(
-        &["serve", "--config", path.to_str().unwrap()],
-        &[("ACME_KEY_1", SECRET)],
-    );
-    let admin = p
-        .stdout_lines
-        .iter()
-        .find_map(|l| l.strip_prefix("sealcast admin listening on "))
-        .unwrap()
-        .to_string();
+    let (p, path) = common::proc::serve("health", "admin_listen = \"127.0.0.1:0\"\n");
+    let admin = format!("http://{}", p.admin_addr());
     let health = |url: String| common::proc::run(&["health", "--url", &url], &[]);
     let ok = health(format!("{admin}/readyz"));
     assert!(ok.status.success(), "{ok:?}");
@@ -192,5 +175,5 @@ async fn the_health_subcommand_probes_the_admin_listener() {
     let gone = health(format!("{admin}/readyz"));
     assert_eq!(gone.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&gone.stderr).contains("no answer"));
-    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(path.parent().unwrap()).ok();
 }

@@ -8,10 +8,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::proc::{spawn, temp_dir};
 use yaml_rust2::{Yaml, YamlLoader};
-
-const SECRET: &str = "acme-key-one-0123456789abcdefghijklmnop";
 
 /// PromQL words that are not metric names.
 const KEYWORDS: &[&str] = &[
@@ -238,25 +235,8 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exported() {
         );
     }
 
-    let dir = temp_dir("operator-kit");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("sealcast.toml");
-    std::fs::write(
-        &path,
-        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-         [[apps]]\nid = \"acme\"\n[[apps.keys]]\nkid = \"k1\"\nsecret_env = \"ACME_KEY_1\"\n",
-    )
-    .unwrap();
-    let p = spawn(
-        &["serve", "--config", path.to_str().unwrap()],
-        &[("ACME_KEY_1", SECRET)],
-    );
-    let admin = p
-        .stdout_lines
-        .iter()
-        .find_map(|l| l.strip_prefix("sealcast admin listening on "))
-        .unwrap()
-        .to_string();
+    let (p, path) = common::proc::serve("operator-kit", "admin_listen = \"127.0.0.1:0\"\n");
+    let admin = format!("http://{}", p.admin_addr());
     // A fresh relay, before any traffic: every family must already have its samples.
     let scrape = reqwest::get(format!("{admin}/metrics"))
         .await
@@ -293,5 +273,5 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exported() {
     );
     assert!(build.contains("commit=\""), "{build}");
     drop(p);
-    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(path.parent().unwrap()).ok();
 }

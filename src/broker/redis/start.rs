@@ -26,15 +26,7 @@ impl RedisBroker {
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, String> {
-        let seeds: Vec<String> = config
-            .redis_seeds
-            .iter()
-            .map(|s| {
-                std::str::from_utf8(s.expose())
-                    .map(String::from)
-                    .map_err(|_| "a Redis seed URL is not UTF-8".to_string())
-            })
-            .collect::<Result<_, _>>()?;
+        let seeds = utf8_urls(&config.redis_seeds, "a Redis seed URL")?;
         let first = seeds
             .first()
             .ok_or("broker kind redis-cluster without seeds")?;
@@ -119,15 +111,7 @@ impl RedisBroker {
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, String> {
-        let urls: Vec<String> = config
-            .sentinel_urls
-            .iter()
-            .map(|s| {
-                std::str::from_utf8(s.expose())
-                    .map(String::from)
-                    .map_err(|_| "a sentinel URL is not UTF-8".to_string())
-            })
-            .collect::<Result<_, _>>()?;
+        let urls = utf8_urls(&config.sentinel_urls, "a sentinel URL")?;
         let master = config
             .broker
             .sentinel_master
@@ -200,4 +184,15 @@ impl RedisBroker {
         ));
         broker
     }
+}
+
+/// URLs held as secrets (they may carry a password), as text.
+fn utf8_urls(urls: &[crate::auth::Secret], what: &str) -> Result<Vec<String>, String> {
+    urls.iter()
+        .map(|s| {
+            std::str::from_utf8(s.expose())
+                .map(String::from)
+                .map_err(|_| format!("{what} is not UTF-8"))
+        })
+        .collect()
 }
