@@ -95,15 +95,24 @@ impl Usage {
         }
     }
 
-    /// Records a stored entry of `app` and the bytes it added and evicted (count bound).
-    pub(super) fn stored(&self, app: &AppId, entry: IndexEntry, added: usize, evicted: usize) {
+    /// Records a stored entry of `app` and the bytes it added and evicted (count bound);
+    /// returns the app's history bytes now.
+    pub(super) fn stored(
+        &self,
+        app: &AppId,
+        entry: IndexEntry,
+        added: usize,
+        evicted: usize,
+    ) -> usize {
         let mut apps = self.apps.lock();
         let u = apps.entry(app.clone()).or_default();
         u.index.push_back(entry);
         u.bytes = (u.bytes + added).saturating_sub(evicted);
+        let app_bytes = u.bytes;
         drop(apps);
         self.total_bytes.fetch_add(added, Ordering::Relaxed);
         self.total_bytes.fetch_sub(evicted, Ordering::Relaxed);
+        app_bytes
     }
 
     /// Records bytes freed from `app`'s history.
