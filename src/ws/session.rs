@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -284,7 +285,11 @@ impl Session {
         // One timer for pings, the idle timeout and token expiry: an idle session then
         // holds one timer entry, and an inbound frame only records the time.
         let mut last_inbound = Instant::now();
-        let mut next_ping = last_inbound + ws.ping_interval;
+        // The first ping comes at a random point of the second half of the interval, so
+        // that sessions which connected together (a reconnect storm, a load test) do not
+        // ping together every interval ever after: a burst of thousands of pings and
+        // pongs at once is a latency spike for every publication in flight.
+        let mut next_ping = last_inbound + first_ping_after(ws.ping_interval);
         let deadline = |next_ping: Instant, last_inbound: Instant, expires: Instant| {
             next_ping.min(last_inbound + ws.idle_timeout).min(expires)
         };
@@ -443,9 +448,29 @@ impl Session {
 
 mod requests;
 
+/// When a new session sends its first ping: uniformly in the second half of `interval`
+/// (never later than `interval`, so a proxy's idle timeout sized for it still holds).
+fn first_ping_after(interval: Duration) -> Duration {
+    interval.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_pings_spread_over_the_second_half_of_the_interval() {
+        let interval = Duration::from_secs(25);
+        let mut quarters = [0usize; 2];
+        for _ in 0..2000 {
+            let d = first_ping_after(interval);
+            assert!(d >= interval / 2 && d <= interval, "{d:?}");
+            quarters[usize::from(d >= interval.mul_f64(0.75))] += 1;
+        }
+        // Spread, not one instant: both quarters get a fair share (p < 1e-40 to fail by
+        // chance for a uniform draw).
+        assert!(quarters.iter().all(|&n| n > 600), "{quarters:?}");
+    }
 
     /// What one idle connection costs is mostly this future (the task's state) plus a
     /// few small allocations: BENCHMARKS.md measures about 2.2 KB of RSS per idle
