@@ -303,6 +303,7 @@ impl RedisServers {
             BrokerKind::RedisCluster => 3,
         };
         let mut addrs = Vec::new();
+        let mut buses = Vec::new();
         for i in 0..nodes {
             let port = free_port()?;
             let mut args: Vec<String> = [
@@ -324,6 +325,7 @@ impl RedisServers {
             .collect();
             if kind == BrokerKind::RedisCluster {
                 let bus = free_port()?;
+                buses.push(bus);
                 args.extend(
                     [
                         "--cluster-enabled",
@@ -364,6 +366,8 @@ impl RedisServers {
         if kind == BrokerKind::RedisCluster {
             let slots = 16384 / nodes;
             for (i, a) in addrs.iter().enumerate() {
+                // Distinct epochs, as `redis-cli --cluster create` sets them.
+                a.command(&["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()])?;
                 let first = i * slots;
                 let last = if i + 1 == nodes {
                     16383
@@ -377,8 +381,14 @@ impl RedisServers {
                     &last.to_string(),
                 ])?;
             }
-            for a in &addrs[1..] {
-                addrs[0].command(&["CLUSTER", "MEET", "127.0.0.1", &a.port.to_string()])?;
+            for (a, bus) in addrs.iter().zip(&buses).skip(1) {
+                addrs[0].command(&[
+                    "CLUSTER",
+                    "MEET",
+                    "127.0.0.1",
+                    &a.port.to_string(),
+                    &bus.to_string(),
+                ])?;
             }
             let known = format!("cluster_known_nodes:{nodes}");
             for a in &addrs {

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::broker::CommandStats;
 use super::dial::{Dial, Dialers};
 use super::relay::{NS, Relay, sample};
 use super::report::Report;
@@ -358,7 +359,9 @@ async fn run_on<D: Dial>(
     o: &FanoutOptions,
 ) -> anyhow::Result<Report> {
     let mut f = Fanout::start(relay, dialers, o).await?;
+    let redis0 = commandstats(relay).await;
     let p = f.phase(relay, o.duration, o.warmup).await?;
+    let redis1 = commandstats(relay).await;
     let batch = o.batch.max(1);
     let mut r = Report::new("fanout");
     r.add("subscribers", o.subs as u64, "");
@@ -389,11 +392,56 @@ async fn run_on<D: Dial>(
         3,
         "s per 10^6 deliveries",
     );
+    r.addf(
+        "relay_cpu_us_per_delivery",
+        p.relay_cpu / p.delivered.max(1) as f64 * 1e6,
+        3,
+        "µs",
+    );
+    r.addf(
+        "relay_cpu_us_per_publication",
+        p.relay_cpu / p.published.max(1) as f64 * 1e6,
+        1,
+        "µs",
+    );
     r.addf("relay_cpu_util", p.relay_cpu / p.secs, 2, "cores");
     r.addf("load_cpu_util", p.self_cpu / p.secs, 2, "cores");
     r.addf("relay_rss_mib", p.relay_rss as f64 / 1048576.0, 1, "MiB");
+    match (redis0, redis1) {
+        (Some(Ok(before)), Some(Ok(after))) => {
+            let calls = after.since(&before);
+            let per = |n: u64| n as f64 / p.published.max(1) as f64;
+            let total: u64 = calls.iter().map(|c| c.1).sum();
+            r.addf(
+                "redis_calls_per_publication",
+                per(total),
+                2,
+                "Redis commands (INFO commandstats, scripts' calls included)",
+            );
+            for (name, n) in calls {
+                let name = name.replace('|', "_");
+                r.addf(&format!("redis_{name}_per_publication"), per(n), 3, "");
+            }
+        }
+        (Some(Err(e)), _) | (_, Some(Err(e))) => {
+            eprintln!("sealcast-load: no Redis commandstats: {e:#}");
+        }
+        _ => {}
+    }
     f.finish().await?.add_to(&mut r);
     Ok(r)
+}
+
+/// The relay's Redis `INFO commandstats` (summed over a cluster's primaries), when it runs
+/// on Redis.
+async fn commandstats(relay: &Relay) -> Option<anyhow::Result<CommandStats>> {
+    let b = relay.broker.clone()?;
+    Some(
+        tokio::task::spawn_blocking(move || b.commandstats())
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r),
+    )
 }
 
 /// Publishes `items` (channel index, data) in one request; the offset of each, or `None`

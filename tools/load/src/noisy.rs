@@ -211,6 +211,19 @@ fn report(o: &NoisyOptions, rounds: &[Round], checks: Checks) -> Report {
     let cores = |p: &Phase| p.relay_cpu / p.secs.max(0.001);
     per_round(&mut r, "relay_cpu_off", &col(&|x| cores(&x.off)), "cores");
     per_round(&mut r, "relay_cpu_on", &col(&|x| cores(&x.on)), "cores");
+    let per_delivery = |p: &Phase| p.relay_cpu / p.delivered.max(1) as f64 * 1e6;
+    per_round(
+        &mut r,
+        "relay_cpu_us_per_delivery_off",
+        &col(&|x| per_delivery(&x.off)),
+        "µs of B's deliveries",
+    );
+    per_round(
+        &mut r,
+        "relay_cpu_us_per_delivery_on",
+        &col(&|x| per_delivery(&x.on)),
+        "µs (A's work included)",
+    );
     let tool = |p: &Phase| p.self_cpu / p.secs.max(0.001);
     per_round(&mut r, "load_cpu_off", &col(&|x| tool(&x.off)), "cores");
     per_round(&mut r, "load_cpu_on", &col(&|x| tool(&x.on)), "cores");
