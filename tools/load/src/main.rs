@@ -383,6 +383,7 @@ async fn main() -> anyhow::Result<()> {
         let report = match t.attach {
             Some(addr) => {
                 let relay = attach(addr, t, true, broker)?;
+                relay.wait_ready().await?;
                 noisy::run(Relays::Attached(&relay), &o).await?
             }
             None => noisy::run(Relays::Spawn(&t.relay_bin, &settings), &o).await?,
@@ -390,7 +391,11 @@ async fn main() -> anyhow::Result<()> {
         return finish(report, &settings, t, cli.json.as_deref(), redis);
     }
     let relay = match t.attach {
-        Some(addr) => attach(addr, t, false, broker)?,
+        Some(addr) => {
+            let relay = attach(addr, t, false, broker)?;
+            relay.wait_ready().await?;
+            relay
+        }
         None => Relay::spawn(&t.relay_bin, &settings).await?,
     };
     eprintln!(

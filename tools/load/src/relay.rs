@@ -211,7 +211,7 @@ impl Relay {
                 bail!("relay did not print its address within 30 s");
             }
         };
-        Ok(Relay {
+        let relay = Relay {
             addr,
             pid,
             signer: Signer::new(APP, Some(KID), &secret)?,
@@ -225,7 +225,29 @@ impl Relay {
             tls,
             child: Some(child),
             _dir: relay_dir,
-        })
+        };
+        relay.wait_ready().await?;
+        Ok(relay)
+    }
+
+    /// Waits (at most 30 s) until `/readyz` answers 200: a relay on Redis listens before
+    /// its pub/sub connection is up, and a subscription meanwhile is closed with 1011.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        let url = format!("{}/readyz", self.http_base());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = match self.http.get(&url).send().await {
+                Ok(r) => r.status().is_success(),
+                Err(_) => false,
+            };
+            if ready {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the relay at {url} was not ready within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A relay already running with app `load`, key `k1` = `secret` (and app `noisy`, key
