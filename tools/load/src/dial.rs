@@ -78,7 +78,7 @@ impl Dialers<Plain> {
 }
 
 impl Dialers<TlsDialer> {
-    /// `n` TLS dialers of `relay` (each with its own session store when resuming).
+    /// `n` dialers of `tls` (each with its own session store when resuming).
     pub fn tls(tls: &super::tls::TlsClient, n: usize) -> Dialers<TlsDialer> {
         Dialers(Arc::new((0..n.max(1)).map(|_| tls.dialer()).collect()))
     }
