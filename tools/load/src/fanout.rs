@@ -13,6 +13,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::broker::CommandStats;
+use super::dial::{Dial, Dialers};
 use super::relay::{NS, Relay, sample};
 use super::report::Report;
 use super::stamp::{Stamp, now_ns};
@@ -54,13 +56,13 @@ pub struct FanoutOptions {
 
 /// A running fan-out: subscribers connected and reading, publications sent in phases
 /// ([`Fanout::phase`]), checked for loss and duplicates at the end ([`Fanout::finish`]).
-pub struct Fanout {
+pub struct Fanout<D: Dial> {
     o: FanoutOptions,
     stamp: Stamp,
     shared: Arc<Shared>,
     channels: Vec<Arc<str>>,
     subs_on: Vec<u64>,
-    readers: Vec<JoinHandle<(LeanConn, Position)>>,
+    readers: Vec<JoinHandle<(LeanConn<D::Stream>, Position)>>,
     stop: CancellationToken,
     publisher: Publisher,
     expected: Arc<AtomicU64>,
@@ -153,9 +155,14 @@ impl Phase {
     }
 }
 
-impl Fanout {
-    /// Connects and subscribes `o.subs` sockets and starts their readers.
-    pub async fn start(relay: &Relay, o: &FanoutOptions) -> anyhow::Result<Fanout> {
+impl<D: Dial> Fanout<D> {
+    /// Connects and subscribes `o.subs` sockets (client `i` dialed by `dialers.get(i)`)
+    /// and starts their readers.
+    pub async fn start(
+        relay: &Relay,
+        dialers: &Dialers<D>,
+        o: &FanoutOptions,
+    ) -> anyhow::Result<Fanout<D>> {
         let stamp = Stamp::new(rand::random());
         let shared = Shared::new(stamp.clone(), o.verify_every, EVENT);
         let channels: Vec<Arc<str>> = (0..o.channels.max(1))
@@ -167,7 +174,7 @@ impl Fanout {
                 .collect(),
         );
         let setup = Instant::now();
-        let conns = open_many(relay.addr, tokens, &channels, o.concurrency).await?;
+        let conns = open_many(relay.addr, dialers, tokens, &channels, o.concurrency).await?;
         let setup_secs = setup.elapsed().as_secs_f64();
         let mut subs_on = vec![0u64; channels.len()];
         for i in 0..o.subs {
@@ -188,7 +195,7 @@ impl Fanout {
             channels,
             readers,
             stop,
-            publisher: Publisher::new(&relay.http_base()),
+            publisher: relay.publisher(),
             expected: Arc::new(AtomicU64::new(0)),
             accepted: Arc::new(AtomicU64::new(0)),
             refused: Arc::new(AtomicU64::new(0)),
@@ -341,10 +348,20 @@ impl Fanout {
     }
 }
 
-/// Runs a fan-out against `relay`.
+/// Runs a fan-out against `relay` (over `wss://` when it serves TLS).
 pub async fn run(relay: &Relay, o: &FanoutOptions) -> anyhow::Result<Report> {
-    let mut f = Fanout::start(relay, o).await?;
+    crate::with_dialers!(relay, o.subs, |d| run_on(relay, &d, o).await)
+}
+
+async fn run_on<D: Dial>(
+    relay: &Relay,
+    dialers: &Dialers<D>,
+    o: &FanoutOptions,
+) -> anyhow::Result<Report> {
+    let mut f = Fanout::start(relay, dialers, o).await?;
+    let redis0 = commandstats(relay).await;
     let p = f.phase(relay, o.duration, o.warmup).await?;
+    let redis1 = commandstats(relay).await;
     let batch = o.batch.max(1);
     let mut r = Report::new("fanout");
     r.add("subscribers", o.subs as u64, "");
@@ -375,11 +392,56 @@ pub async fn run(relay: &Relay, o: &FanoutOptions) -> anyhow::Result<Report> {
         3,
         "s per 10^6 deliveries",
     );
+    r.addf(
+        "relay_cpu_us_per_delivery",
+        p.relay_cpu / p.delivered.max(1) as f64 * 1e6,
+        3,
+        "µs",
+    );
+    r.addf(
+        "relay_cpu_us_per_publication",
+        p.relay_cpu / p.published.max(1) as f64 * 1e6,
+        1,
+        "µs",
+    );
     r.addf("relay_cpu_util", p.relay_cpu / p.secs, 2, "cores");
     r.addf("load_cpu_util", p.self_cpu / p.secs, 2, "cores");
     r.addf("relay_rss_mib", p.relay_rss as f64 / 1048576.0, 1, "MiB");
+    match (redis0, redis1) {
+        (Some(Ok(before)), Some(Ok(after))) => {
+            let calls = after.since(&before);
+            let per = |n: u64| n as f64 / p.published.max(1) as f64;
+            let total: u64 = calls.iter().map(|c| c.1).sum();
+            r.addf(
+                "redis_calls_per_publication",
+                per(total),
+                2,
+                "Redis commands (INFO commandstats, scripts' calls included)",
+            );
+            for (name, n) in calls {
+                let name = name.replace('|', "_");
+                r.addf(&format!("redis_{name}_per_publication"), per(n), 3, "");
+            }
+        }
+        (Some(Err(e)), _) | (_, Some(Err(e))) => {
+            eprintln!("sealcast-load: no Redis commandstats: {e:#}");
+        }
+        _ => {}
+    }
     f.finish().await?.add_to(&mut r);
     Ok(r)
+}
+
+/// The relay's Redis `INFO commandstats` (summed over a cluster's primaries), when it runs
+/// on Redis.
+async fn commandstats(relay: &Relay) -> Option<anyhow::Result<CommandStats>> {
+    let b = relay.broker.clone()?;
+    Some(
+        tokio::task::spawn_blocking(move || b.commandstats())
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r),
+    )
 }
 
 /// Publishes `items` (channel index, data) in one request; the offset of each, or `None`

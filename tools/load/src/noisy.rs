@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::dial::{Dial, Dialers};
 use super::fanout::{Checks, Fanout, FanoutOptions, Phase};
 use super::relay::{Relay, RelaySettings, TenantLimits};
 use super::report::Report;
@@ -85,7 +86,16 @@ pub async fn run(relays: Relays<'_>, o: &NoisyOptions) -> anyhow::Result<Report>
 }
 
 async fn one_round(relay: &Relay, o: &NoisyOptions, tag: &str) -> anyhow::Result<(Round, Checks)> {
-    let mut b = Fanout::start(relay, &o.b).await?;
+    crate::with_dialers!(relay, o.b.subs, |d| one_round_on(relay, &d, o, tag).await)
+}
+
+async fn one_round_on<D: Dial>(
+    relay: &Relay,
+    dialers: &Dialers<D>,
+    o: &NoisyOptions,
+    tag: &str,
+) -> anyhow::Result<(Round, Checks)> {
+    let mut b = Fanout::start(relay, dialers, &o.b).await?;
     let off = b.phase(relay, o.b.duration, o.b.warmup).await?;
     let lines0 = relay.log_lines.load(std::sync::atomic::Ordering::Relaxed);
     let a = Tenant::start(relay, &o.a, tag).await?;
@@ -201,6 +211,19 @@ fn report(o: &NoisyOptions, rounds: &[Round], checks: Checks) -> Report {
     let cores = |p: &Phase| p.relay_cpu / p.secs.max(0.001);
     per_round(&mut r, "relay_cpu_off", &col(&|x| cores(&x.off)), "cores");
     per_round(&mut r, "relay_cpu_on", &col(&|x| cores(&x.on)), "cores");
+    let per_delivery = |p: &Phase| p.relay_cpu / p.delivered.max(1) as f64 * 1e6;
+    per_round(
+        &mut r,
+        "relay_cpu_us_per_delivery_off",
+        &col(&|x| per_delivery(&x.off)),
+        "µs of B's deliveries",
+    );
+    per_round(
+        &mut r,
+        "relay_cpu_us_per_delivery_on",
+        &col(&|x| per_delivery(&x.on)),
+        "µs (A's work included)",
+    );
     let tool = |p: &Phase| p.self_cpu / p.secs.max(0.001);
     per_round(&mut r, "load_cpu_off", &col(&|x| tool(&x.off)), "cores");
     per_round(&mut r, "load_cpu_on", &col(&|x| tool(&x.on)), "cores");

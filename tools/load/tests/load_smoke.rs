@@ -176,3 +176,172 @@ fn noisy_neighbour_is_refused_while_the_other_app_loses_nothing() {
     );
     assert_eq!(get("a_unexpected"), 0, "{n}");
 }
+
+/// The figures of a fan-out of 200 publications to 30 subscribers on 3 channels, and
+/// that every one arrived, in order, once.
+fn small_fanout(name: &str, extra: &[&str]) -> Value {
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend([
+        "fanout",
+        "--subs",
+        "30",
+        "--channels",
+        "3",
+        "--count",
+        "200",
+        "--batch",
+        "10",
+        "--rate",
+        "1000",
+        "--warmup",
+        "0",
+        "--verify-every",
+        "5",
+    ]);
+    let f = run(name, &args);
+    let figures = &f["figures"];
+    assert_eq!(figures["published"], 200, "{f}");
+    assert_eq!(figures["deliveries"], 200 * 10, "{f}");
+    for zero in [
+        "lost",
+        "duplicated",
+        "bad_payloads",
+        "refused_publications",
+        "connections_closed",
+    ] {
+        assert_eq!(figures[zero], 0, "{zero}: {f}");
+    }
+    assert!(figures["verified_in_full"].as_u64().unwrap() > 0, "{f}");
+    assert!(figures["relay_cpu_us_per_delivery"].is_number(), "{f}");
+    f
+}
+
+#[test]
+fn fanout_and_storm_over_tls_lose_nothing() {
+    let f = small_fanout("fanout-tls", &["--tls"]);
+    assert_eq!(f["figures"]["transport"], "wss", "{f}");
+
+    // Without resumption every handshake is full; with it, each is full or resumed (how
+    // many resume is the relay's business: its session cache or tickets).
+    for (name, resume) in [("storm-tls", false), ("storm-tls-resume", true)] {
+        let mut args = vec!["--tls"];
+        if resume {
+            args.push("--tls-resume");
+        }
+        args.extend([
+            "storm",
+            "--clients",
+            "40",
+            "--per-channel",
+            "10",
+            "--missed",
+            "3",
+        ]);
+        let s = run(name, &args);
+        let g = |k: &str| {
+            s["figures"][k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{k}: {s}"))
+        };
+        assert_eq!(g("not_recovered"), 0, "{s}");
+        assert_eq!(g("lost"), 0, "{s}");
+        assert_eq!(g("duplicated"), 0, "{s}");
+        assert_eq!(
+            g("tls_full_handshakes") + g("tls_resumed_handshakes"),
+            40,
+            "{s}"
+        );
+        if !resume {
+            assert_eq!(g("tls_resumed_handshakes"), 0, "{s}");
+        }
+        assert!(
+            s["figures"]["handshakes_per_sec"].as_f64().unwrap() > 0.0,
+            "{s}"
+        );
+    }
+}
+
+/// A private `redis-server` on a free port of 127.0.0.1, no persistence, killed on drop.
+struct RedisServer {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        use std::io::{Read, Write};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (install it: apt-get install redis-server)");
+        let r = RedisServer { port, child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let pong = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+                let mut buf = [0u8; 7];
+                s.write_all(b"PING\r\n").is_ok()
+                    && s.read_exact(&mut buf).is_ok()
+                    && &buf == b"+PONG\r\n"
+            });
+            if pong {
+                return r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn fanout_on_redis_loses_nothing_and_counts_redis_commands() {
+    let redis = RedisServer::start();
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let f = small_fanout("fanout-redis", &["--broker", &url]);
+    let figures = &f["figures"];
+    assert_eq!(figures["broker"], "redis", "{f}");
+    // Every publication went through Redis: at least one script call each.
+    assert!(
+        figures["redis_evalsha_per_publication"].as_f64().unwrap() >= 1.0,
+        "{f}"
+    );
+    assert!(
+        figures["redis_calls_per_publication"].as_f64().unwrap()
+            >= figures["redis_evalsha_per_publication"].as_f64().unwrap(),
+        "{f}"
+    );
+}
+
+#[test]
+fn fanout_over_tls_on_a_cluster_the_tool_starts_loses_nothing() {
+    let f = small_fanout(
+        "fanout-cluster",
+        &["--tls", "--redis-server", "--broker-kind", "redis-cluster"],
+    );
+    let figures = &f["figures"];
+    assert_eq!(figures["broker"], "redis-cluster", "{f}");
+    assert_eq!(figures["transport"], "wss", "{f}");
+    assert!(
+        figures["redis_calls_per_publication"].as_f64().unwrap() >= 1.0,
+        "{f}"
+    );
+}
