@@ -26,8 +26,9 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::{WAIT, proc};
-use sealcast::auth::{MintClaims, unix_now};
+use sealcast::auth::{Authenticator, MintClaims, Secret, TokenPolicy, unix_now};
 use sealcast::payload;
+use sealcast::protocol::AppId;
 use sealcast_client::wire::{Client, Incoming, Publisher};
 use serde_json::{Value, json};
 
@@ -61,6 +62,8 @@ struct Script {
 }
 
 impl Script {
+    /// A token minted at the fixture's clock; `expect` is what the relay makes of it then:
+    /// `valid`, or the label of its refusal.
     fn token(&mut self, name: &str, kid: &str, claims: MintClaims, expect: &str) -> String {
         let token = claims.sign(Some(kid), SECRET.as_bytes());
         self.tokens.push(json!({
@@ -167,7 +170,7 @@ fn script() -> Script {
         "unknown_kid",
         "k9",
         MintClaims::connect(APP, NS, "557058:stranger", NOW, 3600),
-        "unknown_kid",
+        "unknown_key",
     );
     let expired = s.token(
         "expired",
@@ -498,7 +501,7 @@ fn document(s: &Script, steps: Vec<Value>, live: &BTreeMap<String, String>) -> V
         })
         .collect();
     json!({
-        "about": "A recorded sealcast session, shared by the relay (tests/interop_session.rs replays the client side against the real binary and compares every reply) and the Rust, TypeScript and Python SDKs (each decodes every relay frame, decrypts every pub to its plaintext, verifies the tokens, and compares the frames it sends for the same actions). Steps run in order: `send` is a client frame on connection `conn` (opened at its first frame; `sdk: false` marks one no SDK sends), `recv` the next relay frame there (`plaintext`: what its data decrypts to), `close` the close code that ends it, `http` a request to the relay with the named token, `answer` its status and body.",
+        "about": "A recorded sealcast session, shared by the relay (tests/interop_session.rs replays the client side against the real binary and compares every reply) and the Rust, TypeScript and Python SDKs (each decodes every relay frame, decrypts every pub to its plaintext, verifies the tokens, and compares the frames it sends for the same actions). Steps run in order: `send` is a client frame on connection `conn` (opened at its first frame; `sdk: false` marks one no SDK sends), `recv` the next relay frame there (`plaintext`: what its data decrypts to), `close` the close code that ends it, `http` a request to the relay with the named token, `answer` its status and body. `tokens` lists every token used, minted at `now`, with `expect`: what the relay makes of it at `now` (`valid`, or the label of its refusal).",
         "regenerate": "SEALCAST_WRITE_FIXTURES=1 cargo test --test interop_session",
         "app": APP,
         "kid": KID,
@@ -511,6 +514,29 @@ fn document(s: &Script, steps: Vec<Value>, live: &BTreeMap<String, String>) -> V
         "tokens": s.tokens,
         "steps": steps,
     })
+}
+
+#[test]
+fn each_recorded_token_is_judged_by_the_relays_rules_as_the_file_says() {
+    let s = script();
+    let secret = Secret::new(SECRET.as_bytes().to_vec());
+    let auth = Authenticator::new(
+        [(
+            AppId::parse(APP).unwrap(),
+            vec![(Some(KID.to_string()), &secret)],
+        )],
+        TokenPolicy::default(),
+    );
+    for t in &s.tokens {
+        let token = t["token"].as_str().unwrap();
+        let verdict = if t["aud"] == "connect" {
+            auth.verify_connect(token, NOW).map(|_| ())
+        } else {
+            auth.verify_publish(token, NOW).map(|_| ())
+        };
+        let label = verdict.map_or_else(|r| r.reason.label(), |()| "valid");
+        assert_eq!(label, t["expect"], "{}", t["name"]);
+    }
 }
 
 #[tokio::test]

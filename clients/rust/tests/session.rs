@@ -132,7 +132,7 @@ fn the_recorded_tokens_verify_and_mint_to_the_same_bytes() {
         // verify, an unknown one never does, and an expired token is expired.
         match s(t, "expect") {
             "valid" => assert!(header["kid"] == f["kid"] && iat <= now && now < exp),
-            "unknown_kid" => assert_ne!(header["kid"], f["kid"]),
+            "unknown_key" => assert_ne!(header["kid"], f["kid"]),
             "expired" => assert!(exp <= now),
             other => panic!("expect {other}"),
         }
