@@ -136,48 +136,23 @@ fn script() -> Script {
         steps: Vec::new(),
         nonces: 0,
     };
-    let connect = s.token(
-        "connect",
-        KID,
-        MintClaims::connect(APP, NS, USER, NOW, 3600),
-        "valid",
-    );
-    let refresh = s.token(
-        "refresh",
-        KID,
-        MintClaims::connect(APP, NS, USER, NOW, 7200),
-        "valid",
-    );
-    let other_user = s.token(
-        "refresh_other_user",
-        KID,
-        MintClaims::connect(APP, NS, "557058:someone-else", NOW, 3600),
-        "valid",
-    );
-    s.token(
-        "publish",
-        KID,
-        MintClaims::publish(APP, Some(NS), NOW, 300),
-        "valid",
-    );
+    let user = |sub: &str, iat: i64, ttl: i64| MintClaims::connect(APP, NS, sub, iat, ttl);
+    let connect = s.token("connect", KID, user(USER, NOW, 3600), "valid");
+    let refresh = s.token("refresh", KID, user(USER, NOW, 7200), "valid");
+    let other = user("557058:someone-else", NOW, 3600);
+    let other_user = s.token("refresh_other_user", KID, other, "valid");
+    let publish = MintClaims::publish(APP, Some(NS), NOW, 300);
+    s.token("publish", KID, publish, "valid");
     s.token(
         "revoke",
         KID,
         MintClaims::publish(APP, None, NOW, 300),
         "valid",
     );
-    let unknown_kid = s.token(
-        "unknown_kid",
-        "k9",
-        MintClaims::connect(APP, NS, "557058:stranger", NOW, 3600),
-        "unknown_key",
-    );
-    let expired = s.token(
-        "expired",
-        KID,
-        MintClaims::connect(APP, NS, "557058:latecomer", NOW - 7200, 3600),
-        "expired",
-    );
+    let stranger = user("557058:stranger", NOW, 3600);
+    let unknown_kid = s.token("unknown_kid", "k9", stranger, "unknown_key");
+    let late = user("557058:latecomer", NOW - 7200, 3600);
+    let expired = s.token("expired", KID, late, "expired");
 
     // a: connect, subscribe without `since`, live publications, a second channel, a
     // channel of another namespace, unsubscribe, refresh (accepted, then refused), then
