@@ -7,7 +7,8 @@
 //     server frames messages it sends);
 //  3. every HTTP example of wire.json validates against docs/openapi.yaml (the request body
 //     of a 2xx example, and the response of its status);
-//  4. the ciphertexts of tests/fixtures/interop/*.json validate as publications;
+//  4. the ciphertexts of tests/fixtures/interop/*.json validate as publications, and every
+//     frame and HTTP body of the recorded session (interop/session.json) against both documents;
 //  5. the examples inside both documents validate against their own schemas;
 //  6. the codes of tests/fixtures/protocol.json are the documents' codes: close codes in the
 //     close-code table of docs/protocol.md, frame error codes in the `error` frame's enum,
@@ -154,6 +155,34 @@ for (const id of ["publish", "publishBatch", "revoke"]) {
       else checked++;
     });
   }
+}
+
+// ---- 4b. the recorded session: every frame and HTTP body of it against the documents. Its
+// live values are named placeholders ("{live:epoch:...}", "{live:session:...}"); each takes
+// the shape the relay gives such a value (16 lowercase hex digits) before it is checked.
+{
+  const name = "tests/fixtures/interop/session.json";
+  const fx = JSON.parse(read(name));
+  const live = (v) => JSON.parse(JSON.stringify(v).replace(/"\{live:[^"}]+\}"/g, '"0123456789abcdef"'));
+  const opOf = { "/v1/publish": "publish", "/v1/revoke": "revoke" };
+  fx.steps.forEach((s, i) => {
+    const where = `interop/session.json steps[${i}]`;
+    // A frame no SDK sends is recorded for the relay's answer: not necessarily valid.
+    if (s.send && s.sdk !== false) checkFrame("receive", live(s.send), where);
+    if (s.recv) checkFrame("send", live(s.recv), where);
+    if (s.http) {
+      const o = operations.get(opOf[s.http.path]);
+      if (!o) return fail(where, `no operation for ${s.http.path} in docs/openapi.yaml`);
+      const req = jsonSchemaRef(deref(openapi, o.op.requestBody)?.content, `${where} request`);
+      const res = jsonSchemaRef(deref(openapi, o.op.responses?.[String(s.answer.status)])?.content, `${where} response`);
+      for (const [ref, body, what] of [[req, s.http.body, "request"], [res, live(s.answer.body), "answer"]]) {
+        if (!ref) continue;
+        const v = openSchema(ref);
+        if (!v(body)) fail(`${where} ${what}`, errorsText(v.errors));
+        else checked++;
+      }
+    }
+  });
 }
 
 // ---- 5. the documents' own examples

@@ -11,7 +11,7 @@ import { channelPosition, markSubscribed, newChannelState, subscriptionHandle, t
 import { importKey, type KeyInput } from "./crypto.js";
 import { Delivery } from "./delivery.js";
 import { errMessage, SealcastError } from "./errors.js";
-import { closeCodeInfo, type ClientFrame, type ServerFrame, type SubscribedFrame } from "./protocol.js";
+import { closeCodeInfo, connectFrame, refreshFrame, subscribeFrame, unsubscribeFrame, type ClientFrame, type ServerFrame, type SubscribedFrame } from "./protocol.js";
 import { backoffWindowMs, refreshDelayMs } from "./timing.js";
 import { safeClose, toWsUrl, watchOnline, type WebSocketConstructor, type WebSocketLike } from "./transport.js";
 import type { ConnectionState, EventMap, PublicationMeta, SealcastOptions, SubscribeOptions, Subscription } from "./types.js";
@@ -166,7 +166,7 @@ export class Sealcast {
       if (state.wire !== "none" && this.isConnected()) {
         const id = this.nextId++;
         this.pending.set(id, { kind: "unsubscribe", channel });
-        this.send({ type: "unsubscribe", id, channel });
+        this.send(unsubscribeFrame(id, channel));
       }
       state.wire = "none";
     });
@@ -205,7 +205,7 @@ export class Sealcast {
     this.ws = ws;
     ws.onopen = () => {
       if (gen !== this.generation) return;
-      this.send({ type: "connect", token });
+      this.send(connectFrame(token));
     };
     ws.onmessage = (ev) => {
       if (gen !== this.generation) return;
@@ -321,7 +321,7 @@ export class Sealcast {
     const since = channelPosition(ch);
     ch.askedSince = since;
     this.pending.set(id, { kind: "subscribe", ch });
-    this.send(since ? { type: "subscribe", id, channel: ch.channel, since } : { type: "subscribe", id, channel: ch.channel });
+    this.send(subscribeFrame(id, ch.channel, since));
   }
 
   // ---------------------------------------------------------------- frames
@@ -402,8 +402,8 @@ export class Sealcast {
       this.report(new SealcastError("gap", `offset jumped from ${last} to ${offset}`, { channel, offset }));
     }
     ch.offset = offset;
-    const meta: PublicationMeta = { channel, event, offset, epoch: ch.epoch ?? "", replayed: offset <= (ch.replayUntil ?? 0) };
-    this.delivery.publication(ch, data, meta, this.keys, () => this.channels.get(channel) === ch);
+    const position: Omit<PublicationMeta, "plaintext"> = { channel, event, offset, epoch: ch.epoch ?? "", replayed: offset <= (ch.replayUntil ?? 0) };
+    this.delivery.publication(ch, data, position, this.keys, () => this.channels.get(channel) === ch);
   }
 
   private onErrorFrame(id: number | undefined, code: string, message: string): void {
@@ -457,7 +457,7 @@ export class Sealcast {
     this.currentToken = token;
     const id = this.nextId++;
     this.pending.set(id, { kind: "refresh" });
-    this.send({ type: "refresh", id, token });
+    this.send(refreshFrame(id, token));
   }
 
   // ---------------------------------------------------------------- helpers

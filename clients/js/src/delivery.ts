@@ -33,11 +33,12 @@ export class Delivery {
 
   /**
    * Queues one publication of `ch`: decrypts `data` with the key ring, parses the JSON
-   * plaintext and hands it to every listener (`onEvent`, then the handlers of its event).
+   * plaintext and hands it to every listener (`onEvent`, then the handlers of its event), with
+   * `position` and the plaintext as its metadata.
    * One that fails is reported and dropped; none is delivered once `stillSubscribed()` is false.
    */
-  publication(ch: ChannelState, data: string, meta: PublicationMeta, keys: Promise<CryptoKey[]>, stillSubscribed: () => boolean): void {
-    const { channel, event, offset } = meta;
+  publication(ch: ChannelState, data: string, position: Omit<PublicationMeta, "plaintext">, keys: Promise<CryptoKey[]>, stillSubscribed: () => boolean): void {
+    const { channel, event, offset } = position;
     this.enqueue(async () => {
       let text: string;
       try {
@@ -54,6 +55,7 @@ export class Delivery {
         return;
       }
       if (!stillSubscribed()) return; // unsubscribed while decrypting
+      const meta: PublicationMeta = { ...position, plaintext: text };
       for (const l of [...ch.listeners]) {
         if (l.opts.onEvent) this.call(() => l.opts.onEvent!(event, payload, meta), channel);
         const hs = l.handlers.get(event);

@@ -84,6 +84,26 @@ export interface UnsubscribeFrame { type: "unsubscribe"; id?: number; channel: s
 export interface RefreshFrame { type: "refresh"; id?: number; token: string }
 export type ClientFrame = ConnectFrame | SubscribeFrame | UnsubscribeFrame | RefreshFrame;
 
+/** The `connect` frame: the first frame of a connection. */
+export function connectFrame(token: string): ConnectFrame {
+  return { type: "connect", token };
+}
+
+/** The `subscribe` frame; with `since`, the relay replays everything after that position. */
+export function subscribeFrame(id: number, channel: string, since?: StreamPosition): SubscribeFrame {
+  return since ? { type: "subscribe", id, channel, since: { epoch: since.epoch, offset: since.offset } } : { type: "subscribe", id, channel };
+}
+
+/** The `unsubscribe` frame. */
+export function unsubscribeFrame(id: number, channel: string): UnsubscribeFrame {
+  return { type: "unsubscribe", id, channel };
+}
+
+/** The `refresh` frame: replaces the session's token (same `iss`, `sub` and `ns`). */
+export function refreshFrame(id: number, token: string): RefreshFrame {
+  return { type: "refresh", id, token };
+}
+
 // ---- relay -> client ----
 export interface ConnectedFrame { type: "connected"; session: string; ns: string; expires_at: number }
 export interface SubscribedFrame {

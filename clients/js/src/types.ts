@@ -59,6 +59,11 @@ export interface PublicationMeta {
   epoch: string;
   /** True while replaying publications missed during a disconnection. */
   replayed: boolean;
+  /**
+   * The decrypted plaintext exactly as the publisher encrypted it (UTF-8 JSON text), for
+   * apps that store or forward it unchanged; the payload argument is this, parsed.
+   */
+  plaintext: string;
 }
 
 export type EventMap = Record<string, unknown>;

@@ -12,6 +12,8 @@
 //!   retries, full-jitter backoff and `Retry-After` ([`Publisher`]).
 //! - [`subscriber`]: reconnect with backoff per close code, `since` recovery with no gap
 //!   and no duplicate, `recovered:false` callback, in-band refresh ([`Subscriber`]).
+//! - [`frames`]: the WebSocket frames of the protocol as types ([`frames::ClientFrame`],
+//!   [`frames::ServerFrame`]).
 //! - [`names`]: the name rules of channels, namespaces, events and app ids.
 //! - [`wire`]: the protocol frame by frame, without retries or decryption, for tests of a
 //!   relay and for tools (the relay's black-box tests and its load generator use it).
@@ -27,6 +29,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod frames;
 pub mod names;
 pub mod payload;
 pub mod publish;

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
-use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -24,6 +22,7 @@ use super::{
     ConnectionState, ErrorKind, Event, Options, Position, Publication, RecoveryFailed,
     SubscriberError,
 };
+use crate::frames::{ClientFrame, ServerFrame};
 use crate::payload::KeyRing;
 use crate::token::lifetime_seconds;
 
@@ -70,41 +69,6 @@ struct End {
 enum Flow {
     Ended(End),
     Stopped,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ServerFrame {
-    Connected {
-        session: String,
-        ns: String,
-        expires_at: i64,
-    },
-    Subscribed {
-        id: Option<u64>,
-        channel: String,
-        epoch: String,
-        offset: u64,
-        recovered: Option<bool>,
-    },
-    Pub {
-        channel: String,
-        event: String,
-        data: String,
-        offset: u64,
-    },
-    Unsubscribed {
-        id: Option<u64>,
-    },
-    Refreshed {
-        id: Option<u64>,
-        expires_at: i64,
-    },
-    Error {
-        id: Option<u64>,
-        code: String,
-        message: String,
-    },
 }
 
 /// The socket's session: when it was authenticated and when the token is refreshed.
@@ -312,7 +276,7 @@ impl Task {
 
     /// One socket, from `connect` to its end.
     async fn session(&mut self, mut ws: Ws, token: String) -> Flow {
-        let connect = json!({"type": "connect", "token": token}).to_string();
+        let connect = ClientFrame::connect(&token).to_json();
         let mut s = Session {
             token,
             connected_at: None,
@@ -439,11 +403,7 @@ impl Task {
                 self.channels.remove(&channel);
                 if let (Some(ws), true) = (ws, wire != Wire::None) {
                     let id = self.request_id(PendingReq::Unsubscribe);
-                    send(
-                        ws,
-                        json!({"type": "unsubscribe", "id": id, "channel": channel}),
-                    )
-                    .await;
+                    send(ws, ClientFrame::unsubscribe(id, &channel)).await;
                 }
             }
             Command::SetKeys(keys) => self.keys = keys,
@@ -466,10 +426,7 @@ impl Task {
         ch.wire = Wire::Pending;
         ch.req_id = Some(id);
         ch.asked = ch.position();
-        let mut frame = json!({"type": "subscribe", "id": id, "channel": name});
-        if let Some(p) = &ch.asked {
-            frame["since"] = json!({"epoch": p.epoch, "offset": p.offset});
-        }
+        let frame = ClientFrame::subscribe(id, name, ch.asked.clone());
         send(ws, frame).await;
     }
 
@@ -490,7 +447,7 @@ impl Task {
         match tokio::time::timeout(self.opts.timeout, (self.opts.get_token)()).await {
             Ok(Ok(token)) if !token.is_empty() => {
                 let id = self.request_id(PendingReq::Refresh);
-                send(ws, json!({"type": "refresh", "id": id, "token": token})).await;
+                send(ws, ClientFrame::refresh(id, &token)).await;
                 s.token = token;
             }
             outcome => {
@@ -548,8 +505,8 @@ async fn sleep_until_some(at: Option<Instant>) {
 }
 
 /// Sends a frame; a failure shows as the socket's end on the next read.
-async fn send(ws: &mut Ws, frame: serde_json::Value) {
-    let _ = ws.send(Message::text(frame.to_string())).await;
+async fn send(ws: &mut Ws, frame: ClientFrame) {
+    let _ = ws.send(Message::text(frame.to_json())).await;
 }
 
 /// Closes politely, without waiting long for the relay's answer.

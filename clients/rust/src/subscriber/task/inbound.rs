@@ -7,7 +7,7 @@ use super::*;
 impl Task {
     /// Handles one frame; false when the subscriber was stopped while delivering.
     pub(super) async fn on_text(&mut self, text: &str, ws: &mut Ws, s: &mut Session) -> bool {
-        let frame: ServerFrame = match serde_json::from_str(text) {
+        let frame = match ServerFrame::parse(text) {
             Ok(f) => f,
             Err(_) => {
                 self.report(
@@ -59,7 +59,7 @@ impl Task {
                 data,
                 offset,
             } => self.on_pub(channel, event, &data, offset).await,
-            ServerFrame::Unsubscribed { id } => {
+            ServerFrame::Unsubscribed { id, .. } => {
                 if let Some(id) = id {
                     self.pending.remove(&id);
                 }
