@@ -93,7 +93,7 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut conn: Conn<S>) {
             Ok(Inbound::Pong) => Ok(()),
             Ok(Inbound::Close(code)) => return conn.answer_close(code, LINGER).await,
             Err(RecvError::Codec(e)) => {
-                return conn.close(Some(e.close_code()), "", LINGER).await;
+                return conn.close(Some(e.close_code()), "", LINGER, LINGER).await;
             }
             Err(RecvError::Gone) => return,
         };

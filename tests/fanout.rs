@@ -57,26 +57,36 @@ async fn stuck_client_scenario(batch: u64, bound: impl FnOnce(&mut sealcast::con
             }
         })
     };
-    // The fast client receives every publication while the stuck one reads nothing.
+    // The fast client receives every publication while the stuck one reads nothing until
+    // its queue has overflowed; then it reads (at once, not after the fast client: the
+    // relay waits `write_timeout` for it to take what was on its way, then the 4008).
     let started = Instant::now();
-    assert_eq!(
-        read_pubs(&mut fast, N as usize).await,
-        (1..=N).collect::<Vec<_>>()
-    );
-    let fast_took = started.elapsed();
-    publishing.await.unwrap();
-    assert!(
-        relay.metric("sealcast_limit_hits_total{limit=\"outbound_queue\"}") >= 1.0,
-        "the stuck client's queue overflowed"
-    );
-    // Now the stuck client reads: what was already in flight, then the 4008 close.
-    let mut got = Vec::new();
-    let code = loop {
-        match stuck.next(WAIT).await.unwrap() {
-            sealcast_client::wire::Incoming::Frame(f) => got.push(f["offset"].as_u64().unwrap()),
-            sealcast_client::wire::Incoming::Closed(code) => break code,
+    let fast_reads = async {
+        let offsets = read_pubs(&mut fast, N as usize).await;
+        (offsets, started.elapsed())
+    };
+    let stuck_reads = async {
+        let overflowed = async {
+            while relay.metric("sealcast_limit_hits_total{limit=\"outbound_queue\"}") < 1.0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(90), overflowed)
+            .await
+            .expect("the stuck client's queue overflowed");
+        let mut got = Vec::new();
+        loop {
+            match stuck.next(WAIT).await.unwrap() {
+                sealcast_client::wire::Incoming::Frame(f) => {
+                    got.push(f["offset"].as_u64().unwrap())
+                }
+                sealcast_client::wire::Incoming::Closed(code) => break (got, code),
+            }
         }
     };
+    let ((offsets, fast_took), (got, code)) = tokio::join!(fast_reads, stuck_reads);
+    assert_eq!(offsets, (1..=N).collect::<Vec<_>>());
+    publishing.await.unwrap();
     assert_eq!(code, Some(4008));
     assert!((got.len() as u64) < N, "it missed some");
     assert_eq!(

@@ -179,22 +179,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Ok(())
     }
 
-    /// Closes with `code`: finishes any frame cut short, sends the close frame, waits up
-    /// to `linger` for the client's close (so the close frame is not lost to a TCP reset),
-    /// then shuts the stream down. `code` `None` answers a client's close without a code.
-    pub async fn close(&mut self, code: Option<u16>, reason: &str, linger: Duration) {
-        let _ = tokio::time::timeout(linger, async {
-            if !self.close_sent {
-                self.close_sent = true;
-                let frame = match code {
-                    Some(c) => codec::close_frame(c, reason),
-                    None => vec![0x80 | codec::OP_CLOSE, 0],
-                };
-                self.wbuf.extend_from_slice(&frame);
-                if self.flush().await.is_err() {
-                    return;
-                }
+    /// Closes with `code`: finishes any frame cut short and sends the close frame (within
+    /// `write_within`), waits up to `linger` for the client's close (so the close frame is
+    /// not lost to a TCP reset), then shuts the stream down. `code` `None` answers a
+    /// client's close without a code.
+    pub async fn close(
+        &mut self,
+        code: Option<u16>,
+        reason: &str,
+        write_within: Duration,
+        linger: Duration,
+    ) {
+        if !self.close_sent {
+            self.close_sent = true;
+            let frame = match code {
+                Some(c) => codec::close_frame(c, reason),
+                None => vec![0x80 | codec::OP_CLOSE, 0],
+            };
+            self.wbuf.extend_from_slice(&frame);
+            if !matches!(
+                tokio::time::timeout(write_within, self.flush()).await,
+                Ok(Ok(()))
+            ) {
+                let _ = tokio::time::timeout(linger, self.io.shutdown()).await;
+                return;
             }
+        }
+        let _ = tokio::time::timeout(linger, async {
             // Until the client's close, its end of stream, or anything unreadable.
             while let Ok(m) = self.recv().await {
                 if matches!(m, Inbound::Close(_)) {
@@ -307,8 +318,13 @@ mod tests {
                 .unwrap();
             (u16::from_be_bytes([head[2], head[3]]), reason)
         });
-        conn.close(Some(4003), "token_revoked", Duration::from_secs(5))
-            .await;
+        conn.close(
+            Some(4003),
+            "token_revoked",
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        )
+        .await;
         let (code, reason) = peer.await.unwrap();
         assert_eq!((code, &reason[..]), (4003, &b"token_revoked"[..]));
     }
@@ -333,7 +349,13 @@ mod tests {
                 }
             }
         });
-        conn.close(Some(4008), "", Duration::from_millis(200)).await;
+        conn.close(
+            Some(4008),
+            "",
+            Duration::from_millis(200),
+            Duration::from_millis(200),
+        )
+        .await;
         let (all, big) = reader.await.unwrap();
         assert_eq!(&all[..big.len()], &big[..], "the whole frame, then");
         assert_eq!(&all[big.len()..big.len() + 4], &[0x88, 2, 0x0f, 0xa8]);

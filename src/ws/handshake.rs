@@ -72,7 +72,14 @@ pub(crate) async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     match end {
         End::Close(code) => {
-            conn.close(Some(code.code()), code.name(), CLOSE_LINGER)
+            // A slow consumer is told why (4008, so that it recovers) once it reads what
+            // is already on its way: the close frame gets the same time as any write.
+            let write_within = if code == CloseCode::SlowConsumer {
+                state.config.websocket.write_timeout
+            } else {
+                CLOSE_LINGER
+            };
+            conn.close(Some(code.code()), code.name(), write_within, CLOSE_LINGER)
                 .await;
             state.metrics.disconnected(code.name());
         }
@@ -83,7 +90,8 @@ pub(crate) async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
             } else {
                 code.name().to_owned()
             };
-            conn.close(Some(code.code()), &reason, CLOSE_LINGER).await;
+            conn.close(Some(code.code()), &reason, CLOSE_LINGER, CLOSE_LINGER)
+                .await;
             state.metrics.disconnected(code.name());
         }
         End::Answer(code) => {
