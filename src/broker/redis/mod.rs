@@ -69,6 +69,7 @@ use shards::Shards;
 mod batch;
 mod commands;
 mod layout;
+mod message;
 mod pubsub;
 mod revocations;
 mod scripts;
