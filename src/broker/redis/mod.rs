@@ -63,13 +63,13 @@ use crate::telemetry::Metrics;
 use commands::Commands;
 use layout::Layout;
 use revocations::{REVOCATION_MESSAGE, kind_value};
-use scripts::{PUBLISH_LUA, SUBSCRIBE_LUA};
+use scripts::SUBSCRIBE_LUA;
 use shards::Shards;
 
-mod batch;
 mod commands;
 mod layout;
 mod message;
+mod publish;
 mod pubsub;
 mod revocations;
 mod scripts;
@@ -136,86 +136,6 @@ impl RedisBroker {
             }
             r => r,
         }
-    }
-
-    /// The publish script's keys and arguments for one publication (see `scripts.rs`).
-    fn publish_params(
-        &self,
-        key: &ChannelKey,
-        event: &EventName,
-        data: &str,
-        idempotency_key: Option<&str>,
-    ) -> (Vec<String>, Vec<String>) {
-        let names = self.layout.channel(key);
-        let mut keys = names.keys.to_vec();
-        if let Some(k) = idempotency_key {
-            keys.push(self.layout.idempotency(key, k));
-        }
-        let quota = self
-            .layout
-            .channel_quota(self.hub.app_quota(&key.app).max_channels);
-        let args = vec![
-            new_epoch(),
-            key.app.as_str().to_string(),
-            key.channel.as_str().to_string(),
-            event.as_str().to_string(),
-            data.to_string(),
-            millis(self.history_ttl).to_string(),
-            self.max_per_channel.max(1).to_string(),
-            self.state_ttl.as_secs().max(1).to_string(),
-            names.announce,
-            quota.to_string(),
-            names.command.to_string(),
-        ];
-        (keys, args)
-    }
-
-    async fn publish_in_redis(
-        &self,
-        key: &ChannelKey,
-        event: &EventName,
-        data: &str,
-        idempotency_key: Option<&str>,
-    ) -> Result<Published, BrokerError> {
-        if !self.is_ready() {
-            return Err(BrokerError::Unavailable);
-        }
-        let mut call = self.publish_script.prepare_invoke();
-        let (keys, args) = self.publish_params(key, event, data, idempotency_key);
-        for k in keys {
-            call.key(k);
-        }
-        for a in args {
-            call.arg(a);
-        }
-        let (position, status): (String, u8) = self
-            .invoke(&call, PUBLISH_LUA, key)
-            .await
-            .map_err(|e| unavailable(&self.metrics, "publish", &e))?;
-        self.published(&position, status)
-    }
-
-    /// The publish script's answer: `"<epoch> <offset>"` and its status.
-    fn published(&self, position: &str, status: u8) -> Result<Published, BrokerError> {
-        if status == 2 {
-            self.metrics.limit_hit("channels_per_app");
-            return Err(BrokerError::Hub(crate::hub::HubError::AppChannelQuota));
-        }
-        let (epoch, offset) = position
-            .split_once(' ')
-            .and_then(|(e, o)| Some((e, o.parse::<u64>().ok()?)))
-            .ok_or(BrokerError::Unavailable)?;
-        if status == 1 {
-            self.metrics.idempotent_repeats.inc();
-        } else {
-            self.metrics.publications.inc();
-        }
-        Ok(Published {
-            offset,
-            epoch: epoch.into(),
-            duplicate: status == 1,
-            overflowed: 0,
-        })
     }
 
     async fn subscribe_via_redis(
@@ -365,14 +285,19 @@ impl Broker for RedisBroker {
         data: &'a str,
         idempotency_key: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Published, BrokerError>> {
-        Box::pin(self.publish_in_redis(key, event, data, idempotency_key))
+        Box::pin(self.publish_one(PublishItem {
+            key,
+            event,
+            data,
+            idempotency_key,
+        }))
     }
 
     fn publish_many<'a>(
         &'a self,
         items: &'a [PublishItem<'a>],
     ) -> BoxFuture<'a, Vec<Result<Published, BrokerError>>> {
-        Box::pin(self.publish_pipelined(items))
+        Box::pin(self.publish_batch(items))
     }
 
     fn subscribe<'a>(
