@@ -32,7 +32,8 @@
 
 /// What every channel script starts with (after `state_ms`): `now`, the primary's
 /// replication id `run`, `base()` (the epoch base of this replication id), and the
-/// channel's `epoch`, renewed if written under another replication id (module docs).
+/// channel's `epoch` and last offset `top`, renewed (new epoch, offset 0) if written under
+/// another replication id (module docs).
 macro_rules! prelude {
     () => {
         r"
@@ -48,12 +49,14 @@ local function base()
   redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. run)
   return ARGV[1]
 end
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'run')
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'run', 'top')
 local epoch = meta[1]
+local top = tonumber(meta[3] or '0')
 if epoch and meta[2] ~= run then
   epoch = base() .. '-' .. tostring(math.floor(now / state_ms))
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0, 'run', run)
   redis.call('DEL', KEYS[2])
+  top = 0
 end
 "
     };
@@ -85,8 +88,8 @@ if not epoch then
   epoch = base() .. '-' .. tostring(math.floor(now / state_ms))
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0, 'run', run)
   redis.call('DEL', KEYS[2])
+  top = 0
 end
-local top = tonumber(redis.call('HGET', KEYS[1], 'top') or '0')
 local first = top + 1
 local entries, message = {}, {}
 for i = 0, n - 1 do
@@ -143,7 +146,6 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[4], now + state_ms, ARGV[6])
 redis.call('EXPIRE', KEYS[4], ARGV[2])
-local top = tonumber(redis.call('HGET', KEYS[1], 'top') or '0')
 if ARGV[4] == '' then return {epoch, top, 'live'} end
 if ARGV[4] ~= epoch or since == nil or since > top then return {epoch, top, 'gone'} end
 if since == top then return {epoch, top, 'ok'} end
