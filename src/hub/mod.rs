@@ -12,7 +12,8 @@
 //!
 //! No `.await` happens under a channel lock. The work under it is proportional to the
 //! channel's subscriber count and is one `Arc` clone plus an uncontended outbox push per
-//! subscriber.
+//! subscriber; a batch relayed from a shared broker ([`Hub::relay_batch`]) is one push of
+//! the whole run per subscriber.
 //!
 //! History is bounded four ways: a TTL and a per-channel count (enforced by
 //! [`ChannelHistory`]), a per-app byte budget and a relay-wide one, enforced through a FIFO
@@ -148,7 +149,7 @@ struct ChannelState {
     /// must look the channel up again.
     removed: bool,
     /// With a shared broker: the epoch of the channel's stream as last relayed or read
-    /// here; a publication of another epoch ends the live subscriptions (see [`Hub::relay`]).
+    /// here; a publication of another epoch ends the live subscriptions (see [`Hub::relay_batch`]).
     relay_epoch: Option<Arc<str>>,
 }
 

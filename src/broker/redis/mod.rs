@@ -8,19 +8,29 @@
 //!   offsets `top - len + 1 ..= top`. Idempotency keys are `<prefix>:i:<app>:<channel> <key>`.
 //!   Nothing is stored for a channel before its first publication, and each app's channels
 //!   are bounded by its quota (`scripts.rs`).
-//! - Publishing is one Lua script (atomic in Redis): repeat check, epoch, next offset, append,
-//!   trims, expiries, and `PUBLISH` on `<prefix>:p:<db>` of `<app> <channel> <epoch> <offset>
-//!   <event> <data>` (names never contain a space; data is base64).
-//! - Every node holds one pub/sub connection subscribed to `<prefix>:p:<db>` and hands what arrives
-//!   to its local hub ([`Hub::relay`]), which pushes it to the node's subscribers only.
+//! - Publishing is one Lua script call per channel (atomic in Redis), for one publication or
+//!   for a batch's run of them on that channel: repeat checks, epoch, next offsets, appends,
+//!   trims, expiries, and one `PUBLISH` on `<prefix>:p:<db>` that announces everything the call
+//!   stored: `<app> <channel> <epoch> <offset> <event> <data>` for one publication,
+//!   `!pubs <app> <channel> <epoch> <first offset> <count> <event> <data> ...` for several
+//!   (names never contain a space; data is base64; `message.rs`). A batch is cut into such
+//!   calls and pipelined (`publish.rs`).
+//! - Every node holds one pub/sub connection subscribed to `<prefix>:p:<db>`; it takes what the
+//!   connection already holds at once and hands it to its local hub one batch per channel
+//!   ([`Hub::relay_batch`]), which pushes it to the node's subscribers only: one queue push and
+//!   one wake-up per subscriber per batch, as a batch publish costs on one node.
 //!
 //! Why there is no gap and no duplicate (the hub's argument, across nodes):
 //! - One Redis connection delivers messages in the order Redis executed the `PUBLISH`es, and
 //!   the script gives offsets in that same order, so a node sees each channel in offset order.
+//!   A message of several publications carries consecutive offsets that one script run
+//!   stored: the same stream, cut differently, and a node relays a burst in arrival order
+//!   per channel.
 //! - A subscribe registers the session in the local hub *first*, then reads the channel's
 //!   position and replay from Redis. A publication is either in that read (offset <= the
 //!   `top` read, replayed) or executed after it, hence published after the node was already
-//!   listening and registered: it arrives live. Live frames at or below `top` are dropped by
+//!   listening and registered: it arrives live. (A script call is atomic: all of its
+//!   publications are on the same side of the read.) Live frames at or below `top` are dropped by
 //!   the session (the overlap).
 //! - The one way to miss messages is to lose the pub/sub connection. Then every local
 //!   subscriber is closed with 1011 (its client reconnects and recovers from Redis history),
