@@ -12,11 +12,11 @@
 //! A relay older than this format ignores `!pubs` messages (its parse fails): upgrade every
 //! node of a deployment before batch publishing through a new one (docs/operations.md).
 //!
-//! Receiving: a node reads what its connection already holds (bounded by
-//! [`MAX_BURST`] messages), groups the publications by channel in arrival order and relays
-//! each group with one [`Hub::relay_batch`], so each local subscriber gets one queue push and
-//! one wake-up per group instead of one per publication. A control message (revocation,
-//! canary) flushes what came before it first, so the stream's order holds across kinds.
+//! Receiving: a node reads what its connection already holds (bounded by [`MAX_BURST`]
+//! messages), groups the publications by channel in arrival order and relays each group with
+//! one [`Hub::relay_batch`] per [`MAX_RUN`] publications, so each local subscriber gets one
+//! queue push and one wake-up per group instead of one per publication. A revocation in the
+//! burst is applied after what came before it was relayed, as in the stream's order.
 //! A message that does not parse (another writer on the channel) is counted
 //! (`sealcast_broker_malformed_messages_total`) and skipped.
 
@@ -32,6 +32,11 @@ pub(super) const BATCH_MESSAGE: &str = "!pubs ";
 /// Most messages taken from a connection's buffer before they are relayed (bounds the work
 /// done, and the time a channel lock is held, between two looks at the connection).
 pub(super) const MAX_BURST: usize = 256;
+
+/// Most publications relayed under one channel lock: a longer run (several large messages
+/// of one channel in a burst) is relayed in runs of this size, so a subscribe to that
+/// channel never waits for more.
+pub(super) const MAX_RUN: usize = 512;
 
 /// Parses one publication message (either form); `None` if it is malformed.
 pub(super) fn parse(payload: &[u8]) -> Option<(ChannelKey, Vec<Relayed<'_>>)> {
@@ -125,7 +130,12 @@ impl<'a> Inbound<'a> {
         self.index.clear();
         self.groups
             .drain(..)
-            .map(|(key, items)| hub.relay_batch(&key, &items))
+            .map(|(key, items)| {
+                items
+                    .chunks(MAX_RUN)
+                    .map(|run| hub.relay_batch(&key, run))
+                    .sum::<usize>()
+            })
             .sum()
     }
 }
@@ -263,6 +273,25 @@ mod tests {
         assert_eq!(offsets(&both), vec![1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(inbound.flush(&hub), 0, "flushed once");
         assert_eq!(metrics.broker_malformed_messages.get(), 0);
+    }
+
+    #[test]
+    fn a_run_longer_than_max_run_is_relayed_whole_in_order() {
+        let hub = hub();
+        let metrics = Metrics::default();
+        let outbox = Arc::new(Outbox::new(OutboxLimits {
+            max_frames: 4 * MAX_RUN,
+            max_bytes: 1 << 30,
+        }));
+        hub.subscribe(&k("ns#t"), 1, &outbox, None).unwrap();
+        let n = MAX_RUN + 3;
+        let message = format!("!pubs acme ns#t e1 1 {n}{}", " Ev AAAA".repeat(n));
+        let mut inbound = Inbound::default();
+        inbound.add(message.as_bytes(), &metrics);
+        let next = format!("acme ns#t e1 {} Ev AAAA", n + 1);
+        inbound.add(next.as_bytes(), &metrics);
+        assert_eq!(inbound.flush(&hub), n + 1);
+        assert_eq!(offsets(&outbox), (1..=n as u64 + 1).collect::<Vec<_>>());
     }
 
     #[test]
