@@ -77,6 +77,9 @@ pub struct Metrics {
     /// Times the broker's ordered stream was lost (Redis pub/sub connection), each closing
     /// every local subscriber with 1011.
     pub broker_disconnects: Counter,
+    /// Messages on the broker's pub/sub channels that did not parse (another writer on
+    /// the channel), skipped.
+    pub broker_malformed_messages: Counter,
     /// The last canary round trip through each Redis Cluster shard, in microseconds, by
     /// shard primary (`host:port`); a shard whose canary stops makes the relay not ready.
     pub broker_shard_canary_rtt: Family<ShardLabel, Gauge<f64, AtomicU64>>,
@@ -125,6 +128,7 @@ impl Default for Metrics {
             broker_up: Gauge::default(),
             broker_errors: Counter::default(),
             broker_disconnects: Counter::default(),
+            broker_malformed_messages: Counter::default(),
             delivery_latency: latency_histogram(),
             http_requests: Family::new_with_constructor(latency_histogram),
             ws_auth_duration: latency_histogram(),
@@ -345,6 +349,11 @@ impl Metrics {
             "broker_disconnects",
             "Times the broker's ordered stream was lost",
             self.broker_disconnects.clone(),
+        );
+        r.register(
+            "broker_malformed_messages",
+            "Broker pub/sub messages that did not parse, skipped",
+            self.broker_malformed_messages.clone(),
         );
         r.register(
             "broker_shard_canary_rtt_seconds",

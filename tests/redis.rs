@@ -433,3 +433,200 @@ async fn a_batch_is_one_round_trip_to_redis_with_a_result_per_item_in_order() {
     );
     a.stop().await;
 }
+
+/// `calls` of a command in Redis' `INFO commandstats` (0 if never called).
+fn command_calls(redis: &RedisServer, command: &str) -> u64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "INFO", "commandstats"])
+        .output()
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_over_several_channels_reach_both_nodes_in_order_with_no_gap_or_repeat() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "t7").await;
+    let b = node(&redis, "t7").await;
+    let channels: Vec<String> = (0..3).map(|i| channel(&format!("many-{i}"))).collect();
+    // Planned in advance, so every reader knows how many it must get: per channel, 5
+    // batches of 10 (interleaved with the other channels) plus 1 idempotent repeat on
+    // channel 1 each; one batch of 520 on channel 0 (more than one script call holds); and
+    // 10 single publishes per channel through the other node, concurrently.
+    const BATCHES: usize = 5;
+    const PER_BATCH: usize = 10;
+    const BIG: usize = 520;
+    const SINGLES: usize = 10;
+    let expected: Vec<usize> = (0..3)
+        .map(|c| BATCHES * PER_BATCH + SINGLES + if c == 0 { BIG } else { 0 })
+        .collect();
+
+    // One subscriber per channel on each node, and one on B following all three.
+    let mut readers = Vec::new();
+    for (node, relay) in [("a", &a), ("b", &b)] {
+        for (c, ch) in channels.iter().enumerate() {
+            let mut client = relay.client().await;
+            let sub = client.subscribe(ch, None).await.unwrap();
+            assert_eq!(sub["offset"], 0, "{sub}");
+            let mut want = vec![0; 3];
+            want[c] = expected[c];
+            readers.push((format!("{node}/{ch}"), client, want));
+        }
+    }
+    let mut all = b.client().await;
+    for ch in &channels {
+        all.subscribe(ch, None).await.unwrap();
+    }
+    readers.push(("b/all".into(), all, expected.clone()));
+    let readers: Vec<_> = readers
+        .into_iter()
+        .map(|(name, mut client, want)| {
+            let channels = channels.clone();
+            tokio::spawn(async move {
+                // Per channel: (offset, data) in arrival order.
+                let mut got: Vec<Vec<(u64, String)>> = vec![Vec::new(); 3];
+                while (0..3).any(|c| got[c].len() < want[c]) {
+                    let f = client.frame(WAIT).await.expect("pub frame");
+                    assert_eq!(f["type"], "pub", "{name}: {f}");
+                    let c = channels
+                        .iter()
+                        .position(|ch| f["channel"] == ch.as_str())
+                        .unwrap();
+                    got[c].push((
+                        f["offset"].as_u64().unwrap(),
+                        f["data"].as_str().unwrap().to_string(),
+                    ));
+                }
+                (name, got)
+            })
+        })
+        .collect();
+
+    let item = |ch: &str, text: &str, key: Option<&str>| {
+        let mut v =
+            serde_json::json!({"channel": ch, "event": "Ev", "data": sealed(ch, "Ev", text)});
+        if let Some(k) = key {
+            v["idempotency_key"] = k.into();
+        }
+        v
+    };
+    // Warm the script cache (a first call is refused with NOSCRIPT, and counted).
+    publish(&a.publisher(), &channel("warm"), "0").await;
+    let evalsha_before = command_calls(&redis, "evalsha");
+    let publish_before = command_calls(&redis, "publish");
+    // Singles through B while A publishes batches.
+    let pb = b.publisher();
+    let singles_channels = channels.clone();
+    let singles = tokio::spawn(async move {
+        let mut published = Vec::new();
+        for i in 0..SINGLES {
+            for (c, ch) in singles_channels.iter().enumerate() {
+                let data = sealed(ch, "Ev", &format!("single {i}"));
+                let r = pb
+                    .publish(&publish_token(None), ch, "Ev", &data, None)
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 200, "{:?}", r.body);
+                published.push((c, r.body["offset"].as_u64().unwrap(), data));
+            }
+        }
+        published
+    });
+    // (channel, offset) -> data, from the answers.
+    let mut published: Vec<(usize, u64, String)> = Vec::new();
+    let mut batches: Vec<Vec<(usize, serde_json::Value)>> = (0..BATCHES)
+        .map(|n| {
+            let mut items = Vec::new();
+            for i in 0..PER_BATCH {
+                for (c, ch) in channels.iter().enumerate() {
+                    let key = (c == 1 && i == 3).then(|| format!("key-{n}"));
+                    items.push((c, item(ch, &format!("{n}.{i}"), key.as_deref())));
+                    if let Some(k) = &key {
+                        // The same key again in the same batch: a repeat, not published.
+                        items.push((c, item(ch, "repeat", Some(k))));
+                    }
+                }
+            }
+            items
+        })
+        .collect();
+    batches.insert(
+        2,
+        (0..BIG)
+            .map(|i| (0, item(&channels[0], &format!("big {i}"), None)))
+            .collect(),
+    );
+    let mut batch_publications = 0;
+    for batch in &batches {
+        let bodies: Vec<serde_json::Value> = batch.iter().map(|(_, v)| v.clone()).collect();
+        let answer = a
+            .publisher()
+            .publish_batch(&publish_token(None), &bodies)
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let results = answer.body["results"].as_array().unwrap();
+        assert_eq!(results.len(), batch.len());
+        let mut first_of_key: std::collections::HashMap<&str, u64> = Default::default();
+        for ((c, body), r) in batch.iter().zip(results) {
+            let offset = r["offset"].as_u64().unwrap_or_else(|| panic!("{r}"));
+            match body["idempotency_key"].as_str() {
+                Some(k) if first_of_key.contains_key(k) => {
+                    assert_eq!(offset, first_of_key[k], "a repeat answers the first");
+                    continue;
+                }
+                Some(k) => {
+                    first_of_key.insert(k, offset);
+                }
+                None => {}
+            }
+            published.push((*c, offset, body["data"].as_str().unwrap().to_string()));
+            batch_publications += 1;
+        }
+    }
+    // Each batch is one script call per channel (two for the big one's channel), whatever
+    // the concurrent singles cost (one each); each call announces in one message.
+    let singles = singles.await.unwrap();
+    let calls = BATCHES * 3 + 2 + singles.len();
+    assert_eq!(batch_publications, BATCHES * PER_BATCH * 3 + BIG);
+    assert_eq!(
+        command_calls(&redis, "evalsha") - evalsha_before,
+        calls as u64
+    );
+    let announced = command_calls(&redis, "publish") - publish_before;
+    // (plus any canary the nodes sent meanwhile)
+    assert!(
+        (calls as u64..calls as u64 + 10).contains(&announced),
+        "{announced} PUBLISHes for {calls} calls"
+    );
+    published.extend(singles);
+
+    // Per channel, the answers hold every offset from 1 exactly once.
+    let mut by_channel: Vec<Vec<(u64, String)>> = vec![Vec::new(); 3];
+    for (c, offset, data) in published {
+        by_channel[c].push((offset, data));
+    }
+    for (c, list) in by_channel.iter_mut().enumerate() {
+        list.sort();
+        let offsets: Vec<u64> = list.iter().map(|(o, _)| *o).collect();
+        assert_eq!(offsets, (1..=expected[c] as u64).collect::<Vec<_>>());
+    }
+    // Every subscriber on either node got exactly that: each offset once, in order, with
+    // its own data.
+    for reader in readers {
+        let (name, got) = reader.await.unwrap();
+        for (c, list) in got.iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            assert_eq!(list, &by_channel[c], "{name}, channel {c}");
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}

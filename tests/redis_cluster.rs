@@ -351,3 +351,85 @@ async fn a_slot_that_moves_to_another_primary_is_followed() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `calls` of a command in a node's `INFO commandstats` (0 if never called).
+fn command_calls(cluster: &RedisCluster, port: u16, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:calls=");
+    cluster
+        .cli(port, &["INFO", "commandstats"])
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Batches on a cluster: each channel's run is one script call on its own shard (the
+/// channels spread over the shards), and subscribers on two relays get every publication
+/// once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_one_call_per_channel_on_its_shard_and_arrives_in_order_on_every_relay() {
+    let cluster = RedisCluster::start("batch");
+    let dir = temp_dir("redis-cluster-batch");
+    std::fs::create_dir_all(&dir).unwrap();
+    let relays: Vec<Proc> = (0..2)
+        .map(|i| start_relay(&dir, &format!("b{i}"), &cluster))
+        .collect();
+    for r in &relays {
+        wait_ready(r, Duration::from_secs(20)).await;
+    }
+    let channels: Vec<String> = (0..CHANNELS)
+        .map(|i| channel(&format!("batch-{i}")))
+        .collect();
+    let mut subs = Vec::new();
+    for (r, relay) in relays.iter().enumerate() {
+        for ch in &channels {
+            subs.push(subscribe(&[relay], ch, None, r).await);
+        }
+    }
+    // Warm every shard's script cache (a first call is refused with NOSCRIPT, and counted).
+    let publisher = Publisher::new(&format!("http://{}", relays[0].addr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for ch in &channels {
+        assert_eq!(publish_until(&publisher, ch, "0", deadline).await.0, 1);
+    }
+    let evalsha = |cluster: &RedisCluster| -> u64 {
+        cluster
+            .primaries()
+            .iter()
+            .map(|p| command_calls(cluster, *p, "evalsha"))
+            .sum()
+    };
+    let before = evalsha(&cluster);
+    // 4 batches of 5 items per channel, interleaved; then 600 on channel 0 alone.
+    let mut batches: Vec<Vec<usize>> = (0..4)
+        .map(|_| (0..5).flat_map(|_| 0..CHANNELS).collect())
+        .collect();
+    batches.push(vec![0; 600]);
+    let mut next = [2u64; CHANNELS];
+    for batch in &batches {
+        let items: Vec<serde_json::Value> = batch
+            .iter()
+            .map(|&c| {
+                let ch = &channels[c];
+                serde_json::json!({"channel": ch, "event": "Ev", "data": sealed(ch, "Ev", "b")})
+            })
+            .collect();
+        let answer = publisher
+            .publish_batch(&publish_token(None), &items)
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let results = answer.body["results"].as_array().unwrap();
+        for (&c, r) in batch.iter().zip(results) {
+            assert_eq!(r["offset"], next[c], "channel {c}: {r}");
+            next[c] += 1;
+        }
+    }
+    // One call per channel per batch; the 600 take two calls (at most 512 each).
+    assert_eq!(evalsha(&cluster) - before, 4 * CHANNELS as u64 + 2);
+    for s in &mut subs {
+        let last = next[channels.iter().position(|c| *c == s.ch).unwrap()] - 1;
+        assert!(read_until(s, last).await, "{} closed", s.ch);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

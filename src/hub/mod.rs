@@ -12,7 +12,8 @@
 //!
 //! No `.await` happens under a channel lock. The work under it is proportional to the
 //! channel's subscriber count and is one `Arc` clone plus an uncontended outbox push per
-//! subscriber.
+//! subscriber; a batch relayed from a shared broker ([`Hub::relay_batch`]) is one push of
+//! the whole run per subscriber.
 //!
 //! History is bounded four ways: a TTL and a per-channel count (enforced by
 //! [`ChannelHistory`]), a per-app byte budget and a relay-wide one, enforced through a FIFO
@@ -111,6 +112,20 @@ pub struct Published {
     pub overflowed: usize,
 }
 
+/// One publication that a shared broker ordered and stored, relayed to this node's
+/// subscribers ([`Hub::relay_batch`]).
+#[derive(Debug, Clone)]
+pub struct Relayed<'a> {
+    /// The channel's epoch in the shared store.
+    pub epoch: &'a str,
+    /// Its offset there.
+    pub offset: u64,
+    /// The event name.
+    pub event: EventName,
+    /// The ciphertext (base64).
+    pub data: &'a str,
+}
+
 /// A live subscription, as the session needs it.
 #[derive(Debug)]
 pub struct Subscribed {
@@ -134,7 +149,7 @@ struct ChannelState {
     /// must look the channel up again.
     removed: bool,
     /// With a shared broker: the epoch of the channel's stream as last relayed or read
-    /// here; a publication of another epoch ends the live subscriptions (see [`Hub::relay`]).
+    /// here; a publication of another epoch ends the live subscriptions (see [`Hub::relay_batch`]).
     relay_epoch: Option<Arc<str>>,
 }
 
@@ -364,14 +379,8 @@ impl Hub {
     }
 
     /// Fans out a publication that a shared broker ordered and stored (offsets, epoch and
-    /// history live there), to this node's subscribers of `key`, if it has any; returns
-    /// how many it reached. Publications reach this in offset order per channel (one
-    /// ordered stream from the broker), and the session drops any offset it has already
-    /// sent (the overlap with a subscribe's replay).
-    ///
-    /// A publication of another epoch than the one this node followed means the shared
-    /// store lost the channel's continuity: every local subscriber of the channel is closed
-    /// with 1011 so that it reconnects and recovers (`recovered:false`), never a silent gap.
+    /// history live there) to this node's subscribers of `key`; see [`Hub::relay_batch`].
+    /// Returns how many subscribers it reached.
     pub fn relay(
         &self,
         key: &ChannelKey,
@@ -380,6 +389,31 @@ impl Hub {
         event: &EventName,
         data: &str,
     ) -> usize {
+        self.relay_batch(
+            key,
+            &[Relayed {
+                epoch,
+                offset,
+                event: event.clone(),
+                data,
+            }],
+        )
+    }
+
+    /// Fans out publications of one channel that a shared broker ordered and stored
+    /// (offsets, epoch and history live there), to this node's subscribers of `key`, if it
+    /// has any; returns how many deliveries it queued. Publications reach this in offset
+    /// order per channel (one ordered stream from the broker), and the session drops any
+    /// offset it has already sent (the overlap with a subscribe's replay).
+    ///
+    /// The batch is handled exactly as its items one by one would be, under one lock: each
+    /// subscriber's outbox gets the run of frames in one push and at most one wake-up, so a
+    /// batch costs the session one write instead of one per publication.
+    ///
+    /// A publication of another epoch than the one this node followed means the shared
+    /// store lost the channel's continuity: every local subscriber of the channel is closed
+    /// with 1011 so that it reconnects and recovers (`recovered:false`), never a silent gap.
+    pub fn relay_batch(&self, key: &ChannelKey, items: &[Relayed<'_>]) -> usize {
         let Some(slot) = self.channels.get(key).map(|s| Arc::clone(&s)) else {
             return 0;
         };
@@ -388,20 +422,61 @@ impl Hub {
             st.relay_epoch = None;
             return 0;
         }
-        match &st.relay_epoch {
-            Some(e) if &**e == epoch => {}
-            Some(_) => {
-                close_subscribers(&st, crate::protocol::CloseCode::InternalError);
-                st.relay_epoch = Some(epoch.into());
-                return 0;
+        let mut run: Vec<Arc<Publication>> = Vec::with_capacity(items.len());
+        let mut delivered = 0;
+        for item in items {
+            match &st.relay_epoch {
+                Some(e) if **e == *item.epoch => {}
+                Some(_) => {
+                    // What came before the change is of the old epoch: delivered first.
+                    delivered += self.fan_out_many(&st.subscribers, &run);
+                    run.clear();
+                    close_subscribers(&st, crate::protocol::CloseCode::InternalError);
+                    st.relay_epoch = Some(item.epoch.into());
+                    continue;
+                }
+                None => st.relay_epoch = Some(item.epoch.into()),
             }
-            None => st.relay_epoch = Some(epoch.into()),
+            run.push(Publication::encode(
+                slot.id,
+                key.channel.as_str(),
+                item.event.as_str(),
+                item.data,
+                item.offset,
+            ));
         }
-        let publication =
-            Publication::encode(slot.id, key.channel.as_str(), event.as_str(), data, offset);
-        self.fan_out(&st.subscribers, &publication);
+        delivered += self.fan_out_many(&st.subscribers, &run);
         st.last_active = Instant::now();
-        st.subscribers.len()
+        delivered
+    }
+
+    /// Pushes a run of publications to every subscriber of a channel (under its lock), one
+    /// push per subscriber, counting deliveries and overflows; returns the deliveries.
+    fn fan_out_many(
+        &self,
+        subscribers: &IndexMap<SessionId, Arc<Outbox>>,
+        run: &[Arc<Publication>],
+    ) -> usize {
+        if let [publication] = run {
+            self.fan_out(subscribers, publication);
+            return subscribers.len();
+        }
+        if run.is_empty() {
+            return 0;
+        }
+        let cost = run.iter().map(|p| p.cost()).sum();
+        let mut overflowed = 0;
+        for outbox in subscribers.values() {
+            if outbox.push_many(run, cost) == Push::Overflowed {
+                overflowed += 1;
+            }
+        }
+        let delivered = subscribers.len() * run.len();
+        self.metrics.deliveries.inc_by(delivered as u64);
+        if overflowed > 0 {
+            self.metrics.limit_hits("outbound_queue", overflowed as u64);
+        }
+        delivered
     }
 
     /// Pushes one publication to every subscriber of a channel (under its lock), counting

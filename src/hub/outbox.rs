@@ -123,6 +123,38 @@ impl Outbox {
         Push::Queued
     }
 
+    /// Queues several publications at once, in order, with one lock and at most one
+    /// wake-up (a batch relayed from a shared broker). `cost` is their summed
+    /// [`Publication::cost`]. Bounded as [`Outbox::push`]: if the whole batch does not fit,
+    /// the outbox overflows exactly as pushing the items one by one would have made it.
+    pub fn push_many(&self, publications: &[Arc<Publication>], cost: usize) -> Push {
+        if publications.is_empty() {
+            return Push::Queued;
+        }
+        let mut i = self.inner.lock();
+        if i.state != State::Open {
+            return Push::Dropped;
+        }
+        if i.queue.len() + publications.len() > self.limits.max_frames
+            || i.bytes + cost > self.limits.max_bytes
+        {
+            i.state = State::Overflowed;
+            i.queue = VecDeque::new();
+            i.bytes = 0;
+            drop(i);
+            self.notify.notify_one();
+            return Push::Overflowed;
+        }
+        let was_empty = i.queue.is_empty();
+        i.queue.extend(publications.iter().cloned());
+        i.bytes += cost;
+        drop(i);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Push::Queued
+    }
+
     /// Moves everything queued into `out` (which should be empty; its allocation is
     /// reused as the outbox's next queue), unless the session must stop.
     pub fn drain_into(&self, out: &mut VecDeque<Arc<Publication>>) -> Result<(), Stop> {
@@ -258,6 +290,38 @@ mod tests {
         o.close();
         assert_eq!(o.push(p(5, 10)), Push::Dropped);
         assert!(o.is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_queued_whole_in_order_or_overflows_like_its_items_one_by_one() {
+        let o = Outbox::new(OutboxLimits {
+            max_frames: 5,
+            max_bytes: 1 << 20,
+        });
+        let batch: Vec<_> = (1..=3).map(|n| p(n, 10)).collect();
+        let cost = batch.iter().map(|p| p.cost()).sum();
+        assert_eq!(o.push_many(&batch, cost), Push::Queued);
+        assert_eq!(o.push_many(&[], 0), Push::Queued);
+        assert_eq!(o.push(p(4, 10)), Push::Queued);
+        let mut out = VecDeque::new();
+        o.drain_into(&mut out).unwrap();
+        assert_eq!(
+            out.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        // 3 + 3 frames > 5: overflowed, as the 6th single push would have; then dropped.
+        out.clear();
+        assert_eq!(o.push_many(&batch, cost), Push::Queued);
+        assert_eq!(o.push_many(&batch, cost), Push::Overflowed);
+        assert_eq!(o.push_many(&batch, cost), Push::Dropped);
+        assert!(o.is_empty());
+        assert_eq!(o.drain_into(&mut out), Err(Stop::Overflowed));
+        // By bytes too.
+        let small = Outbox::new(OutboxLimits {
+            max_frames: 100,
+            max_bytes: 200,
+        });
+        assert_eq!(small.push_many(&batch, cost), Push::Overflowed);
     }
 
     #[tokio::test]

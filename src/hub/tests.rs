@@ -335,6 +335,46 @@ fn relayed_publications_reach_local_subscribers_only_and_keep_no_history() {
 }
 
 #[test]
+fn a_relayed_batch_is_one_push_per_subscriber_and_overflows_a_small_queue_whole() {
+    let metrics = Arc::new(crate::telemetry::Metrics::default());
+    let h = Hub::new(HubConfig::default(), Arc::clone(&metrics));
+    let k = key("a", "ns#t");
+    let ev = EventName::parse("E").unwrap();
+    let (fast, small) = (
+        outbox(),
+        Arc::new(Outbox::new(OutboxLimits {
+            max_frames: 3,
+            max_bytes: 1 << 20,
+        })),
+    );
+    h.subscribe(&k, 1, &fast, None).unwrap();
+    h.subscribe(&k, 2, &small, None).unwrap();
+    let batch: Vec<Relayed<'_>> = (1..=4)
+        .map(|offset| Relayed {
+            epoch: "e1",
+            offset,
+            event: ev.clone(),
+            data: DATA,
+        })
+        .collect();
+    assert_eq!(h.relay_batch(&k, &batch), 8);
+    assert_eq!(metrics.deliveries.get(), 8);
+    assert_eq!(drain(&fast), vec![1, 2, 3, 4]);
+    // Four frames do not fit in three: that subscriber closes with 4008 (and recovers from
+    // the shared history), as with four single pushes; the other one is unaffected.
+    let mut q = VecDeque::new();
+    assert_eq!(small.drain_into(&mut q), Err(Stop::Overflowed));
+    assert_eq!(h.relay_batch(&k, &batch[..0]), 0);
+    assert_eq!(h.relay_batch(&k, &batch[3..]), 2);
+    assert_eq!(drain(&fast), vec![4]);
+    assert_eq!(
+        h.history_bytes(),
+        0,
+        "relayed publications are not stored here"
+    );
+}
+
+#[test]
 fn a_relayed_epoch_change_closes_the_channels_subscribers_with_1011() {
     let h = hub(HubConfig::default());
     let (k, other) = (key("a", "ns#t"), key("a", "ns#u"));

@@ -8,19 +8,29 @@
 //!   offsets `top - len + 1 ..= top`. Idempotency keys are `<prefix>:i:<app>:<channel> <key>`.
 //!   Nothing is stored for a channel before its first publication, and each app's channels
 //!   are bounded by its quota (`scripts.rs`).
-//! - Publishing is one Lua script (atomic in Redis): repeat check, epoch, next offset, append,
-//!   trims, expiries, and `PUBLISH` on `<prefix>:p:<db>` of `<app> <channel> <epoch> <offset>
-//!   <event> <data>` (names never contain a space; data is base64).
-//! - Every node holds one pub/sub connection subscribed to `<prefix>:p:<db>` and hands what arrives
-//!   to its local hub ([`Hub::relay`]), which pushes it to the node's subscribers only.
+//! - Publishing is one Lua script call per channel (atomic in Redis), for one publication or
+//!   for a batch's run of them on that channel: repeat checks, epoch, next offsets, appends,
+//!   trims, expiries, and one `PUBLISH` on `<prefix>:p:<db>` that announces everything the call
+//!   stored: `<app> <channel> <epoch> <offset> <event> <data>` for one publication,
+//!   `!pubs <app> <channel> <epoch> <first offset> <count> <event> <data> ...` for several
+//!   (names never contain a space; data is base64; `message.rs`). A batch is cut into such
+//!   calls and pipelined (`publish.rs`).
+//! - Every node holds one pub/sub connection subscribed to `<prefix>:p:<db>`; it takes what the
+//!   connection already holds at once and hands it to its local hub one batch per channel
+//!   ([`Hub::relay_batch`]), which pushes it to the node's subscribers only: one queue push and
+//!   one wake-up per subscriber per batch, as a batch publish costs on one node.
 //!
 //! Why there is no gap and no duplicate (the hub's argument, across nodes):
 //! - One Redis connection delivers messages in the order Redis executed the `PUBLISH`es, and
 //!   the script gives offsets in that same order, so a node sees each channel in offset order.
+//!   A message of several publications carries consecutive offsets that one script run
+//!   stored: the same stream, cut differently, and a node relays a burst in arrival order
+//!   per channel.
 //! - A subscribe registers the session in the local hub *first*, then reads the channel's
 //!   position and replay from Redis. A publication is either in that read (offset <= the
 //!   `top` read, replayed) or executed after it, hence published after the node was already
-//!   listening and registered: it arrives live. Live frames at or below `top` are dropped by
+//!   listening and registered: it arrives live. (A script call is atomic: all of its
+//!   publications are on the same side of the read.) Live frames at or below `top` are dropped by
 //!   the session (the overlap).
 //! - The one way to miss messages is to lose the pub/sub connection. Then every local
 //!   subscriber is closed with 1011 (its client reconnects and recovers from Redis history),
@@ -63,12 +73,13 @@ use crate::telemetry::Metrics;
 use commands::Commands;
 use layout::Layout;
 use revocations::{REVOCATION_MESSAGE, kind_value};
-use scripts::{PUBLISH_LUA, SUBSCRIBE_LUA};
+use scripts::SUBSCRIBE_LUA;
 use shards::Shards;
 
-mod batch;
 mod commands;
 mod layout;
+mod message;
+mod publish;
 mod pubsub;
 mod revocations;
 mod scripts;
@@ -135,86 +146,6 @@ impl RedisBroker {
             }
             r => r,
         }
-    }
-
-    /// The publish script's keys and arguments for one publication (see `scripts.rs`).
-    fn publish_params(
-        &self,
-        key: &ChannelKey,
-        event: &EventName,
-        data: &str,
-        idempotency_key: Option<&str>,
-    ) -> (Vec<String>, Vec<String>) {
-        let names = self.layout.channel(key);
-        let mut keys = names.keys.to_vec();
-        if let Some(k) = idempotency_key {
-            keys.push(self.layout.idempotency(key, k));
-        }
-        let quota = self
-            .layout
-            .channel_quota(self.hub.app_quota(&key.app).max_channels);
-        let args = vec![
-            new_epoch(),
-            key.app.as_str().to_string(),
-            key.channel.as_str().to_string(),
-            event.as_str().to_string(),
-            data.to_string(),
-            millis(self.history_ttl).to_string(),
-            self.max_per_channel.max(1).to_string(),
-            self.state_ttl.as_secs().max(1).to_string(),
-            names.announce,
-            quota.to_string(),
-            names.command.to_string(),
-        ];
-        (keys, args)
-    }
-
-    async fn publish_in_redis(
-        &self,
-        key: &ChannelKey,
-        event: &EventName,
-        data: &str,
-        idempotency_key: Option<&str>,
-    ) -> Result<Published, BrokerError> {
-        if !self.is_ready() {
-            return Err(BrokerError::Unavailable);
-        }
-        let mut call = self.publish_script.prepare_invoke();
-        let (keys, args) = self.publish_params(key, event, data, idempotency_key);
-        for k in keys {
-            call.key(k);
-        }
-        for a in args {
-            call.arg(a);
-        }
-        let (position, status): (String, u8) = self
-            .invoke(&call, PUBLISH_LUA, key)
-            .await
-            .map_err(|e| unavailable(&self.metrics, "publish", &e))?;
-        self.published(&position, status)
-    }
-
-    /// The publish script's answer: `"<epoch> <offset>"` and its status.
-    fn published(&self, position: &str, status: u8) -> Result<Published, BrokerError> {
-        if status == 2 {
-            self.metrics.limit_hit("channels_per_app");
-            return Err(BrokerError::Hub(crate::hub::HubError::AppChannelQuota));
-        }
-        let (epoch, offset) = position
-            .split_once(' ')
-            .and_then(|(e, o)| Some((e, o.parse::<u64>().ok()?)))
-            .ok_or(BrokerError::Unavailable)?;
-        if status == 1 {
-            self.metrics.idempotent_repeats.inc();
-        } else {
-            self.metrics.publications.inc();
-        }
-        Ok(Published {
-            offset,
-            epoch: epoch.into(),
-            duplicate: status == 1,
-            overflowed: 0,
-        })
     }
 
     async fn subscribe_via_redis(
@@ -364,14 +295,19 @@ impl Broker for RedisBroker {
         data: &'a str,
         idempotency_key: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Published, BrokerError>> {
-        Box::pin(self.publish_in_redis(key, event, data, idempotency_key))
+        Box::pin(self.publish_one(PublishItem {
+            key,
+            event,
+            data,
+            idempotency_key,
+        }))
     }
 
     fn publish_many<'a>(
         &'a self,
         items: &'a [PublishItem<'a>],
     ) -> BoxFuture<'a, Vec<Result<Published, BrokerError>>> {
-        Box::pin(self.publish_pipelined(items))
+        Box::pin(self.publish_batch(items))
     }
 
     fn subscribe<'a>(

@@ -1,6 +1,7 @@
 //! The pub/sub side of the single-server and Sentinel broker: one connection subscribed to
-//! `<prefix>:p:<db>`, relaying publications into the local hub and revocations into the
-//! relay; losing it closes every local subscriber (see the parent module's docs).
+//! `<prefix>:p:<db>`, relaying publications into the local hub (in batches: `message.rs`)
+//! and revocations into the relay; losing it closes every local subscriber (see the parent
+//! module's docs).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,12 +10,13 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::commands::Commands;
+use super::message::{Inbound, MAX_BURST};
 use super::revocations::{REVOCATION_MESSAGE, load_revocations, parse_revocation_message};
 use super::sentinel::{Target, is_primary};
 use super::{COMMAND_TIMEOUT, RedisBroker};
 use crate::broker::RevocationHook;
-use crate::hub::{ChannelKey, Hub};
-use crate::protocol::{AppId, Channel, CloseCode, EventName};
+use crate::hub::Hub;
+use crate::protocol::CloseCode;
 use crate::telemetry::Metrics;
 
 /// The pub/sub side: listens on `channel`, relays into the hub, and on a lost connection
@@ -70,12 +72,14 @@ pub(super) async fn listen(
                 listening.store(true, Ordering::Release);
                 metrics.broker_up.set(1);
                 tracing::info!("Redis broker listening");
-                let mut messages = pubsub.into_on_message();
+                // What the connection already holds is taken at once and relayed as
+                // batches (`message.rs`).
+                let mut messages = pubsub.into_on_message().ready_chunks(MAX_BURST);
                 let mut role_check = tokio::time::interval(Duration::from_secs(1));
                 loop {
-                    let msg = tokio::select! {
-                        msg = messages.next() => match msg {
-                            Some(msg) => msg,
+                    let burst = tokio::select! {
+                        burst = messages.next() => match burst {
+                            Some(burst) => burst,
                             None => break,
                         },
                         _ = role_check.tick(), if target.follows_failover() => {
@@ -86,21 +90,29 @@ pub(super) async fn listen(
                             break;
                         }
                     };
-                    let payload = msg.get_payload_bytes();
-                    if let Some(rest) =
-                        payload.strip_prefix(crate::broker::canary::MESSAGE.as_bytes())
-                    {
-                        canary.received(rest, &metrics);
-                        continue;
-                    }
-                    match payload.strip_prefix(REVOCATION_MESSAGE.as_bytes()) {
-                        Some(rev) => {
-                            if let Some(r) = parse_revocation_message(rev) {
-                                revoke(&r);
+                    let mut inbound = Inbound::default();
+                    for msg in &burst {
+                        let payload = msg.get_payload_bytes();
+                        if let Some(rest) =
+                            payload.strip_prefix(crate::broker::canary::MESSAGE.as_bytes())
+                        {
+                            canary.received(rest, &metrics);
+                        } else if let Some(rev) =
+                            payload.strip_prefix(REVOCATION_MESSAGE.as_bytes())
+                        {
+                            // In stream order: what was published before it first.
+                            inbound.flush(&hub);
+                            match parse_revocation_message(rev) {
+                                Some(r) => revoke(&r),
+                                None => {
+                                    metrics.broker_malformed_messages.inc();
+                                }
                             }
+                        } else {
+                            inbound.add(payload, &metrics);
                         }
-                        None => relay_message(&hub, payload),
                     }
+                    inbound.flush(&hub);
                 }
                 listening.store(false, Ordering::Release);
                 metrics.broker_up.set(0);
@@ -123,64 +135,5 @@ pub(super) async fn listen(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// One pub/sub message `<app> <channel> <epoch> <offset> <event> <data>` into the hub; a
-/// message that does not parse (another writer on our channel) is ignored.
-pub(super) fn relay_message(hub: &Hub, payload: &[u8]) {
-    let Ok(text) = std::str::from_utf8(payload) else {
-        return;
-    };
-    let mut parts = text.splitn(6, ' ');
-    let mut next = || parts.next();
-    let (Some(app), Some(channel), Some(epoch), Some(offset), Some(event), Some(data)) =
-        (next(), next(), next(), next(), next(), next())
-    else {
-        return;
-    };
-    let (Ok(app), Ok(channel), Ok(offset), Ok(event)) = (
-        AppId::parse(app),
-        Channel::parse(channel),
-        offset.parse::<u64>(),
-        EventName::parse(event),
-    ) else {
-        return;
-    };
-    hub.relay(&ChannelKey { app, channel }, epoch, offset, &event, data);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hub::Outbox;
-
-    #[test]
-    fn malformed_pub_sub_messages_are_ignored() {
-        let hub = Hub::new(
-            crate::hub::HubConfig::default(),
-            Arc::new(Metrics::default()),
-        );
-        let key = ChannelKey {
-            app: AppId::parse("acme").unwrap(),
-            channel: Channel::parse("ns#t").unwrap(),
-        };
-        let outbox = Arc::new(Outbox::new(crate::hub::OutboxLimits {
-            max_frames: 10,
-            max_bytes: 1 << 20,
-        }));
-        hub.subscribe(&key, 1, &outbox, None).unwrap();
-        for bad in [
-            &b"acme ns#t e1 x Ev AAAA"[..],
-            b"acme ns#t e1 1",
-            b"acme bad-channel e1 1 Ev AAAA",
-            b"acme ns#t e1 1 E\xffv AAAA",
-            b"\xff\xfe",
-        ] {
-            relay_message(&hub, bad);
-        }
-        assert_eq!(outbox.len(), 0);
-        relay_message(&hub, b"acme ns#t e1 1 Ev AAAA");
-        assert_eq!(outbox.len(), 1);
     }
 }

@@ -32,7 +32,8 @@
 
 /// What every channel script starts with (after `state_ms`): `now`, the primary's
 /// replication id `run`, `base()` (the epoch base of this replication id), and the
-/// channel's `epoch`, renewed if written under another replication id (module docs).
+/// channel's `epoch` and last offset `top`, renewed (new epoch, offset 0) if written under
+/// another replication id (module docs).
 macro_rules! prelude {
     () => {
         r"
@@ -48,49 +49,82 @@ local function base()
   redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. run)
   return ARGV[1]
 end
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'run')
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'run', 'top')
 local epoch = meta[1]
+local top = tonumber(meta[3] or '0')
 if epoch and meta[2] ~= run then
   epoch = base() .. '-' .. tostring(math.floor(now / state_ms))
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0, 'run', run)
   redis.call('DEL', KEYS[2])
+  top = 0
 end
 "
     };
 }
 
-/// Appends a publication; see the module docs. KEYS: meta, history, base, the app's channel
-/// set, [idempotency]. ARGV: base candidate, app, channel, event, data, history ttl (ms), max
-/// per channel, channel state ttl (s), pub/sub channel, the app's channel quota, the
-/// announcing command (`PUBLISH`, or `SPUBLISH` on a cluster). Returns
-/// `{"<epoch> <offset>", status}`, status 0 published, 1 repeated idempotency key, 2 the
-/// app's channel quota is reached (nothing written).
+/// Appends publications of one channel, in order; see the module docs. KEYS: meta, history,
+/// base, the app's channel set, then the items' idempotency keys. ARGV: base candidate, app,
+/// channel, history ttl (ms), max per channel, channel state ttl (s), pub/sub channel, the
+/// app's channel quota, the announcing command (`PUBLISH`, or `SPUBLISH` on a cluster), then
+/// per item its event, data, and the index in KEYS of its idempotency key (0: none).
+/// Returns `{"<epoch> <offset>", status}` per item, flattened: status 0 published, 1 repeated
+/// idempotency key, 2 the app's channel quota is reached (nothing written).
+///
+/// What it stored is announced in one message (`message.rs`): the single form for one
+/// publication, `!pubs` for several. The channel's keys are written once per call, not
+/// per item.
 pub(super) const PUBLISH_LUA: &str = concat!(
-    "local state_ms = tonumber(ARGV[8]) * 1000",
+    "local state_ms = tonumber(ARGV[6]) * 1000",
     prelude!(),
     r"
-if #KEYS == 5 and epoch then
-  local prev = redis.call('GET', KEYS[5])
-  if prev and string.sub(prev, 1, #epoch + 1) == epoch .. ' ' then return {prev, 1} end
-end
+local n = (#ARGV - 9) / 3
+local out = {}
 if not epoch then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-  if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[10]) then return {'', 2} end
+  if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[8]) then
+    for i = 1, n do out[2 * i - 1] = ''; out[2 * i] = 2 end
+    return out
+  end
   epoch = base() .. '-' .. tostring(math.floor(now / state_ms))
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0, 'run', run)
   redis.call('DEL', KEYS[2])
+  top = 0
 end
+local first = top + 1
+local entries, message = {}, {}
+for i = 0, n - 1 do
+  local event, data, k = ARGV[10 + 3 * i], ARGV[11 + 3 * i], tonumber(ARGV[12 + 3 * i])
+  local prev = false
+  if k > 0 then prev = redis.call('GET', KEYS[k]) end
+  if prev and string.sub(prev, 1, #epoch + 1) == epoch .. ' ' then
+    out[#out + 1] = prev
+    out[#out + 1] = 1
+  else
+    top = top + 1
+    local pos = epoch .. ' ' .. top
+    if k > 0 then redis.call('SET', KEYS[k], pos, 'PX', ARGV[4]) end
+    entries[#entries + 1] = now .. ' ' .. event .. ' ' .. data
+    message[#message + 1] = event
+    message[#message + 1] = data
+    out[#out + 1] = pos
+    out[#out + 1] = 0
+  end
+end
+if #entries == 0 then return out end
 redis.call('ZADD', KEYS[4], now + state_ms, ARGV[3])
-redis.call('EXPIRE', KEYS[4], ARGV[8])
-local offset = redis.call('HINCRBY', KEYS[1], 'top', 1)
-redis.call('RPUSH', KEYS[2], now .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1)
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-redis.call('EXPIRE', KEYS[1], ARGV[8])
-local pos = epoch .. ' ' .. offset
-if #KEYS == 5 then redis.call('SET', KEYS[5], pos, 'PX', ARGV[6]) end
-redis.call(ARGV[11], ARGV[9], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. pos .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
-return {pos, 0}
+redis.call('EXPIRE', KEYS[4], ARGV[6])
+redis.call('HSET', KEYS[1], 'top', top)
+redis.call('RPUSH', KEYS[2], unpack(entries))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+local head = ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. epoch .. ' ' .. first
+if #entries == 1 then
+  redis.call(ARGV[9], ARGV[7], head .. ' ' .. message[1] .. ' ' .. message[2])
+else
+  redis.call(ARGV[9], ARGV[7], '!pubs ' .. head .. ' ' .. #entries .. ' ' .. table.concat(message, ' '))
+end
+return out
 "
 );
 
@@ -112,7 +146,6 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[4], now + state_ms, ARGV[6])
 redis.call('EXPIRE', KEYS[4], ARGV[2])
-local top = tonumber(redis.call('HGET', KEYS[1], 'top') or '0')
 if ARGV[4] == '' then return {epoch, top, 'live'} end
 if ARGV[4] ~= epoch or since == nil or since > top then return {epoch, top, 'gone'} end
 if since == top then return {epoch, top, 'ok'} end

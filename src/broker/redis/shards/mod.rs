@@ -34,7 +34,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use super::commands::Commands;
 use super::layout::Layout;
-use super::pubsub::relay_message;
+use super::message::{Inbound, MAX_BURST};
 use super::revocations::{REVOCATION_MESSAGE, load_revocations, parse_revocation_message};
 use super::{COMMAND_TIMEOUT, unavailable};
 use crate::broker::{BrokerError, RevocationHook};
@@ -322,13 +322,20 @@ impl Shards {
         }
     }
 
-    /// One push from a shard connection.
-    fn on_message(&self, channel: &[u8], payload: &[u8]) {
+    /// One message from a shard connection: a publication joins `inbound` (relayed in
+    /// batches, `message.rs`); a revocation is applied after what came before it.
+    fn on_message<'a>(&self, channel: &[u8], payload: &'a [u8], inbound: &mut Inbound<'a>) {
         if let Some(rev) = payload.strip_prefix(REVOCATION_MESSAGE.as_bytes()) {
             if channel == self.layout.revocation_channel().0.as_bytes()
-                && let (Some(r), Some(apply)) = (parse_revocation_message(rev), self.revoke.get())
+                && let Some(apply) = self.revoke.get()
             {
-                apply(&r);
+                inbound.flush(&self.hub);
+                match parse_revocation_message(rev) {
+                    Some(r) => apply(&r),
+                    None => {
+                        self.metrics.broker_malformed_messages.inc();
+                    }
+                }
             }
             return;
         }
@@ -339,7 +346,7 @@ impl Shards {
             self.canary_back(c, payload);
             return;
         }
-        relay_message(&self.hub, payload);
+        inbound.add(payload, &self.metrics);
     }
 
     /// `SUNSUBSCRIBE`s the channels this relay no longer follows (from the sweep).
@@ -459,31 +466,43 @@ impl Shards {
     }
 }
 
-/// Reads one node connection's pushes, in order; ends when the connection is lost.
+/// Reads one node connection's pushes, in order, taking what is already queued at once
+/// (up to [`MAX_BURST`]) so that publications are relayed in batches; ends when the
+/// connection is lost.
 async fn read_node(weak: Weak<Shards>, addr: Addr, id: u64, mut rx: UnboundedReceiver<PushInfo>) {
-    while let Some(push) = rx.recv().await {
+    let mut burst = Vec::with_capacity(MAX_BURST);
+    while rx.recv_many(&mut burst, MAX_BURST).await > 0 {
         let Some(shards) = weak.upgrade() else { return };
-        match push.kind {
-            PushKind::SMessage => {
-                if let [Value::BulkString(channel), Value::BulkString(payload)] = &push.data[..] {
-                    shards.on_message(channel, payload);
+        let mut inbound = Inbound::default();
+        for push in &burst {
+            match push.kind {
+                PushKind::SMessage => {
+                    if let [Value::BulkString(channel), Value::BulkString(payload)] = &push.data[..]
+                    {
+                        shards.on_message(channel, payload, &mut inbound);
+                    }
                 }
-            }
-            PushKind::Disconnection => {
-                shards.node_lost(&addr, id).await;
-                return;
-            }
-            // The server dropped a subscription (its slot moved away). Our own
-            // SUNSUBSCRIBEs are already out of the map and change nothing, unless the
-            // channel was subscribed again meanwhile: then a spurious 1011, which
-            // recovers exactly.
-            PushKind::SUnsubscribe => {
-                if let Some(Value::BulkString(name)) = push.data.first() {
-                    shards.dropped(name, id).await;
+                PushKind::Disconnection => {
+                    inbound.flush(&shards.hub);
+                    shards.node_lost(&addr, id).await;
+                    return;
                 }
+                // The server dropped a subscription (its slot moved away). Our own
+                // SUNSUBSCRIBEs are already out of the map and change nothing, unless the
+                // channel was subscribed again meanwhile: then a spurious 1011, which
+                // recovers exactly.
+                PushKind::SUnsubscribe => {
+                    inbound.flush(&shards.hub);
+                    if let Some(Value::BulkString(name)) = push.data.first() {
+                        shards.dropped(name, id).await;
+                    }
+                }
+                _ => {}
             }
-            _ => {}
         }
+        inbound.flush(&shards.hub);
+        drop(inbound);
+        burst.clear();
     }
     if let Some(shards) = weak.upgrade() {
         shards.node_lost(&addr, id).await;
