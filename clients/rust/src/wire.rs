@@ -284,6 +284,15 @@ impl Publisher {
         }
     }
 
+    /// `base` is `http://host:port` or `https://host:port`, requests go through `http`
+    /// (for `https://`, a client that trusts the relay's certificate).
+    pub fn with_client(base: &str, http: reqwest::Client) -> Publisher {
+        Publisher {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
     /// POSTs JSON to `path` with a bearer token.
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> Result<Answer, ClientError> {
         let r = self

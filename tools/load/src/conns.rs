@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rustls::HandshakeKind;
 use serde_json::json;
 
+use super::dial::{Dial, Dialers};
 use super::fanout::EVENT;
 use super::relay::{NS, Relay, reset_peak, sample};
 use super::report::Report;
 use super::stamp::{Stamp, now_ns};
 use super::sub::{Position, open_many, source};
-use sealcast_client::wire::Publisher;
-use sealcast_client::wire::lean::{LeanConn, LeanFrame, PubView};
+use sealcast_client::wire::lean::{LeanFrame, PubView};
 
 const MIB: f64 = 1048576.0;
 
@@ -33,6 +34,19 @@ pub async fn connections(
     concurrency: usize,
     hold: Duration,
 ) -> anyhow::Result<Report> {
+    crate::with_dialers!(relay, n, |d| {
+        connections_on(relay, &d, n, per_channel, concurrency, hold).await
+    })
+}
+
+async fn connections_on<D: Dial>(
+    relay: &Relay,
+    dialers: &Dialers<D>,
+    n: usize,
+    per_channel: usize,
+    concurrency: usize,
+    hold: Duration,
+) -> anyhow::Result<Report> {
     let chans = channels(n, per_channel, "idle");
     let tokens = Arc::new(
         (0..n)
@@ -44,7 +58,7 @@ pub async fn connections(
     let self0 = sample(0)?;
     let relay_cpu0 = base.cpu_secs;
     let start = Instant::now();
-    let conns = open_many(relay.addr, tokens, &chans, concurrency).await?;
+    let conns = open_many(relay.addr, dialers, tokens, &chans, concurrency).await?;
     let secs = start.elapsed().as_secs_f64();
     let relay_cpu = sample(relay.pid)?.cpu_secs - relay_cpu0;
     let self_cpu = sample(0)?.cpu_secs - self0.cpu_secs;
@@ -116,15 +130,41 @@ pub struct StormOptions {
 }
 
 /// Connects N clients, drops them all, publishes `missed` per channel, then reconnects
-/// all at once with `since`; reports the time until every client has recovered.
+/// all at once with `since`; reports the time until every client has recovered, and over
+/// `wss://` the TLS handshakes (full or resumed) and their rate.
 pub async fn storm(relay: &Relay, o: &StormOptions) -> anyhow::Result<Report> {
+    crate::with_dialers!(relay, o.clients, |d| storm_on(relay, &d, o).await)
+}
+
+/// What one reconnecting client reports.
+struct Reconnected {
+    recovered: bool,
+    /// From the storm's start until it was connected (TLS, upgrade, `connected`).
+    connected: Duration,
+    /// From the storm's start until it had everything it missed.
+    done: Duration,
+    kind: Option<HandshakeKind>,
+}
+
+async fn storm_on<D: Dial>(
+    relay: &Relay,
+    dialers: &Dialers<D>,
+    o: &StormOptions,
+) -> anyhow::Result<Report> {
     let chans = channels(o.clients, o.per_channel, "storm");
     let tokens: Arc<Vec<String>> = Arc::new(
         (0..o.clients)
             .map(|i| relay.connect_token(&format!("u{i}")))
             .collect(),
     );
-    let conns = open_many(relay.addr, Arc::clone(&tokens), &chans, o.concurrency).await?;
+    let conns = open_many(
+        relay.addr,
+        dialers,
+        Arc::clone(&tokens),
+        &chans,
+        o.concurrency,
+    )
+    .await?;
     let positions: Vec<Position> = conns.iter().map(|(_, p)| p.clone()).collect();
     for (c, _) in conns {
         c.abort();
@@ -132,7 +172,7 @@ pub async fn storm(relay: &Relay, o: &StormOptions) -> anyhow::Result<Report> {
     wait_for_zero_connections(relay).await;
     // What the clients miss while away.
     let stamp = Stamp::new(rand::random());
-    let publisher = Publisher::new(&relay.http_base());
+    let publisher = relay.publisher();
     let token = relay.publish_token();
     let mut last = vec![0u64; chans.len()];
     let mut refused = 0u64;
@@ -170,12 +210,17 @@ pub async fn storm(relay: &Relay, o: &StormOptions) -> anyhow::Result<Report> {
         let (tokens, last) = (Arc::clone(&tokens), Arc::clone(&last));
         let (lost, dups, retries) = (Arc::clone(&lost), Arc::clone(&dups), Arc::clone(&retries));
         let c = chans.iter().position(|c| *c == pos.channel).unwrap_or(0);
+        let dialers = dialers.clone();
         tasks.push(tokio::spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(60);
+            let mut connected = Duration::ZERO;
             let (mut conn, sub) = loop {
                 let tried = async {
-                    let mut conn =
-                        LeanConn::connect_from(addr, source(addr, i), &tokens[i]).await?;
+                    let mut conn = dialers
+                        .get(i)
+                        .connect(addr, source(addr, i), &tokens[i])
+                        .await?;
+                    connected = start.elapsed();
                     let s = conn
                         .subscribe(&pos.channel, Some((&pos.epoch, pos.offset)))
                         .await?;
@@ -210,17 +255,30 @@ pub async fn storm(relay: &Relay, o: &StormOptions) -> anyhow::Result<Report> {
                     }
                 }
             }
-            anyhow::Ok((sub.recovered == Some(true), start.elapsed(), conn))
+            let r = Reconnected {
+                recovered: sub.recovered == Some(true),
+                connected,
+                done: start.elapsed(),
+                kind: conn.handshake_kind(),
+            };
+            anyhow::Ok((r, conn))
         }));
     }
     let mut times = Vec::with_capacity(tasks.len());
     let (mut not_recovered, mut failed) = (0u64, 0u64);
+    let (mut full, mut resumed, mut last_connected) = (0u64, 0u64, Duration::ZERO);
     let mut held = Vec::with_capacity(tasks.len());
     for t in tasks {
         match t.await? {
-            Ok((rec, took, conn)) => {
-                not_recovered += u64::from(!rec);
-                times.push(took.as_secs_f64());
+            Ok((r, conn)) => {
+                not_recovered += u64::from(!r.recovered);
+                times.push(r.done.as_secs_f64());
+                last_connected = last_connected.max(r.connected);
+                match r.kind {
+                    Some(HandshakeKind::Resumed) => resumed += 1,
+                    Some(_) => full += 1,
+                    None => {}
+                }
                 held.push(conn);
             }
             Err(_) => failed += 1,
@@ -241,6 +299,33 @@ pub async fn storm(relay: &Relay, o: &StormOptions) -> anyhow::Result<Report> {
     r.add("channels", chans.len() as u64, "");
     r.add("missed_per_channel", o.missed as u64, "publications");
     r.addf("all_recovered_secs", all, 3, "s");
+    r.addf(
+        "all_connected_secs",
+        last_connected.as_secs_f64(),
+        3,
+        "s (TLS, upgrade and `connected`)",
+    );
+    let connected = held.len() as f64;
+    r.addf(
+        "connects_per_sec",
+        connected / last_connected.as_secs_f64().max(1e-6),
+        0,
+        "/s until the last client connected",
+    );
+    if relay.tls().is_some() {
+        r.add("tls_full_handshakes", full, "");
+        r.add(
+            "tls_resumed_handshakes",
+            resumed,
+            "(as many as the relay's session cache or tickets allow)",
+        );
+        r.addf(
+            "handshakes_per_sec",
+            (full + resumed) as f64 / last_connected.as_secs_f64().max(1e-6),
+            0,
+            "/s until the last client connected",
+        );
+    }
     r.addf("client_recovered_p50", q(0.5), 3, "s");
     r.addf("client_recovered_p99", q(0.99), 3, "s");
     r.add("connect_retries", retries.load(Ordering::Relaxed), "");
@@ -253,6 +338,12 @@ pub async fn storm(relay: &Relay, o: &StormOptions) -> anyhow::Result<Report> {
     );
     r.add("peak_reset", peak_reset, "");
     r.addf("relay_cpu_secs", after.cpu_secs - before.cpu_secs, 2, "s");
+    r.addf(
+        "relay_cpu_us_per_client",
+        (after.cpu_secs - before.cpu_secs) / o.clients.max(1) as f64 * 1e6,
+        0,
+        "µs (connect, TLS, auth, subscribe, replay)",
+    );
     r.addf("load_cpu_secs", me.cpu_secs - self0.cpu_secs, 2, "s");
     r.must_be_zero("not_recovered", not_recovered);
     r.must_be_zero("clients_failed", failed);
@@ -266,7 +357,7 @@ pub async fn storm(relay: &Relay, o: &StormOptions) -> anyhow::Result<Report> {
 /// Waits (up to 10 s) until the relay's `sealcast_connections` gauge reads 0.
 async fn wait_for_zero_connections(relay: &Relay) {
     let url = format!("{}/metrics", relay.http_base());
-    let http = reqwest::Client::new();
+    let http = relay.http();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(r) = http.get(&url).send().await

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::dial::{Dial, Dialers};
 use super::relay::{NS, Relay, sample};
 use super::report::Report;
 use super::stamp::{Stamp, now_ns};
@@ -54,13 +55,13 @@ pub struct FanoutOptions {
 
 /// A running fan-out: subscribers connected and reading, publications sent in phases
 /// ([`Fanout::phase`]), checked for loss and duplicates at the end ([`Fanout::finish`]).
-pub struct Fanout {
+pub struct Fanout<D: Dial> {
     o: FanoutOptions,
     stamp: Stamp,
     shared: Arc<Shared>,
     channels: Vec<Arc<str>>,
     subs_on: Vec<u64>,
-    readers: Vec<JoinHandle<(LeanConn, Position)>>,
+    readers: Vec<JoinHandle<(LeanConn<D::Stream>, Position)>>,
     stop: CancellationToken,
     publisher: Publisher,
     expected: Arc<AtomicU64>,
@@ -153,9 +154,14 @@ impl Phase {
     }
 }
 
-impl Fanout {
-    /// Connects and subscribes `o.subs` sockets and starts their readers.
-    pub async fn start(relay: &Relay, o: &FanoutOptions) -> anyhow::Result<Fanout> {
+impl<D: Dial> Fanout<D> {
+    /// Connects and subscribes `o.subs` sockets (client `i` dialed by `dialers.get(i)`)
+    /// and starts their readers.
+    pub async fn start(
+        relay: &Relay,
+        dialers: &Dialers<D>,
+        o: &FanoutOptions,
+    ) -> anyhow::Result<Fanout<D>> {
         let stamp = Stamp::new(rand::random());
         let shared = Shared::new(stamp.clone(), o.verify_every, EVENT);
         let channels: Vec<Arc<str>> = (0..o.channels.max(1))
@@ -167,7 +173,7 @@ impl Fanout {
                 .collect(),
         );
         let setup = Instant::now();
-        let conns = open_many(relay.addr, tokens, &channels, o.concurrency).await?;
+        let conns = open_many(relay.addr, dialers, tokens, &channels, o.concurrency).await?;
         let setup_secs = setup.elapsed().as_secs_f64();
         let mut subs_on = vec![0u64; channels.len()];
         for i in 0..o.subs {
@@ -188,7 +194,7 @@ impl Fanout {
             channels,
             readers,
             stop,
-            publisher: Publisher::new(&relay.http_base()),
+            publisher: relay.publisher(),
             expected: Arc::new(AtomicU64::new(0)),
             accepted: Arc::new(AtomicU64::new(0)),
             refused: Arc::new(AtomicU64::new(0)),
@@ -341,9 +347,17 @@ impl Fanout {
     }
 }
 
-/// Runs a fan-out against `relay`.
+/// Runs a fan-out against `relay` (over `wss://` when it serves TLS).
 pub async fn run(relay: &Relay, o: &FanoutOptions) -> anyhow::Result<Report> {
-    let mut f = Fanout::start(relay, o).await?;
+    crate::with_dialers!(relay, o.subs, |d| run_on(relay, &d, o).await)
+}
+
+async fn run_on<D: Dial>(
+    relay: &Relay,
+    dialers: &Dialers<D>,
+    o: &FanoutOptions,
+) -> anyhow::Result<Report> {
+    let mut f = Fanout::start(relay, dialers, o).await?;
     let p = f.phase(relay, o.duration, o.warmup).await?;
     let batch = o.batch.max(1);
     let mut r = Report::new("fanout");

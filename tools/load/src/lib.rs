@@ -11,10 +11,16 @@
 //!   ([`tenant`]: that other app's traffic).
 //! - [`stamp`]: real AES-256-GCM payloads carrying their send time.
 //! - [`report`]: the table and JSON; any loss or duplicate is a failure.
+//! - [`tls`]: `wss://` and `https://` (a generated certificate for a spawned relay, the
+//!   clients' trust and TLS sessions); [`dial`]: scenarios generic over `ws://`/`wss://`.
+//! - [`broker`]: the relay on Redis or a Redis Cluster (optionally started by the tool),
+//!   Redis commands per publication.
 //!
 //! [`Publisher`]: sealcast_client::wire::Publisher
 
+pub mod broker;
 pub mod conns;
+pub mod dial;
 pub mod fanout;
 pub mod noisy;
 pub mod relay;
@@ -22,3 +28,4 @@ pub mod report;
 pub mod stamp;
 pub mod sub;
 pub mod tenant;
+pub mod tls;

@@ -7,15 +7,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sealcast_load::broker::{Broker, BrokerKind, RedisServers};
 use sealcast_load::conns::{self, StormOptions};
 use sealcast_load::fanout::{self, FanoutOptions};
 use sealcast_load::noisy::{self, NoisyOptions, Relays};
 use sealcast_load::relay::{
-    self, NOISY_SECRET_ENV, Relay, RelaySettings, SECRET_ENV, TenantLimits,
+    self, NOISY_SECRET_ENV, Relay, RelaySettings, SECRET_ENV, TenantLimits, TlsMode,
 };
 use sealcast_load::report::Report;
 use sealcast_load::tenant::TenantOptions;
+use sealcast_load::tls::TlsClient;
 
 #[derive(Parser)]
 #[command(
@@ -57,12 +59,73 @@ struct Target {
     /// Sockets opened at once while setting up.
     #[arg(long, global = true, default_value_t = 256)]
     concurrency: usize,
+    #[command(flatten)]
+    production: Production,
+}
+
+/// Production settings: TLS between the clients and the relay, the relay on Redis.
+#[derive(Args)]
+struct Production {
+    /// Serve `wss://` and `https://`: a started relay gets a `[tls]` table with a freshly
+    /// generated ECDSA P-256 certificate (its TLS policy stays the relay's defaults) and
+    /// every client connects over TLS.
+    #[arg(long, global = true, conflicts_with = "attach")]
+    tls: bool,
+    /// With --attach: the relay serves `wss://` with a certificate issued by this CA (PEM).
+    #[arg(long, global = true, requires = "attach")]
+    tls_ca: Option<PathBuf>,
+    /// With --tls-ca: the name the relay's certificate is checked against (default: the
+    /// --attach address).
+    #[arg(long, global = true, requires = "tls_ca")]
+    tls_name: Option<String>,
+    /// Clients resume their TLS sessions when they reconnect (TLS 1.3 tickets, each
+    /// client with its own session store, as browsers): the `storm` with and without.
+    #[arg(long, global = true)]
+    tls_resume: bool,
+    /// Run a started relay on Redis at this URL (`redis://127.0.0.1:6379`); with
+    /// `--broker-kind redis-cluster`, the cluster's seed URLs, comma-separated. With
+    /// --attach: the attached relay's Redis, read for `INFO commandstats` only.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        conflicts_with = "redis_server"
+    )]
+    broker: Vec<String>,
+    /// `[broker] kind` of --broker or --redis-server.
+    #[arg(long, global = true, value_enum, default_value_t = KindArg::Redis)]
+    broker_kind: KindArg,
+    /// Start a private redis-server on a free port for the relay (a cluster of three
+    /// primaries with `--broker-kind redis-cluster`) and stop it at the end.
+    #[arg(long, global = true, conflicts_with = "attach")]
+    redis_server: bool,
+    /// The redis-server binary of --redis-server.
+    #[arg(long, global = true, default_value = "redis-server")]
+    redis_server_bin: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    /// One Redis.
+    Redis,
+    /// A Redis Cluster.
+    RedisCluster,
+}
+
+impl KindArg {
+    fn kind(self) -> BrokerKind {
+        match self {
+            KindArg::Redis => BrokerKind::Redis,
+            KindArg::RedisCluster => BrokerKind::RedisCluster,
+        }
+    }
 }
 
 #[derive(Subcommand)]
 enum Scenario {
     /// Print the relay config the tool would generate, to start a relay for --attach
-    /// (with the app secret in $SEALCAST_LOAD_SECRET).
+    /// (with the app secret in $SEALCAST_LOAD_SECRET; with --broker, the Redis URL in
+    /// $SEALCAST_LOAD_REDIS_URL; without `[tls]`, add your own).
     Config {
         /// The two-app config of `noisy` (second secret in $SEALCAST_LOAD_NOISY_SECRET).
         #[arg(long)]
@@ -239,10 +302,32 @@ struct NoisyArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let t = &cli.target;
+    let p = &t.production;
+    // Kept until the end: dropping it stops the private Redis.
+    let redis = if p.redis_server {
+        let r = RedisServers::start(&p.redis_server_bin, p.broker_kind.kind())?;
+        eprintln!(
+            "sealcast-load: {} on {}",
+            p.broker_kind.kind().name(),
+            r.broker.urls.join(",")
+        );
+        Some(r)
+    } else {
+        None
+    };
+    let broker = match &redis {
+        Some(r) => Some(r.broker.clone()),
+        None if !p.broker.is_empty() => Some(Broker::new(p.broker_kind.kind(), p.broker.clone())),
+        None => None,
+    };
     let mut settings = RelaySettings {
         queue_frames: t.queue_frames,
         history_per_channel: t.history_per_channel,
         max_batch: t.max_batch,
+        tls: p.tls.then_some(TlsMode {
+            resume: p.tls_resume,
+        }),
+        broker: broker.clone(),
         ..RelaySettings::default()
     };
     if let Scenario::Config { noisy, limits } = &cli.scenario {
@@ -297,18 +382,22 @@ async fn main() -> anyhow::Result<()> {
         };
         let report = match t.attach {
             Some(addr) => {
-                let relay = attach(addr, t.pid, true)?;
+                let relay = attach(addr, t, true, broker)?;
                 noisy::run(Relays::Attached(&relay), &o).await?
             }
             None => noisy::run(Relays::Spawn(&t.relay_bin, &settings), &o).await?,
         };
-        return finish(report, cli.json.as_deref());
+        return finish(report, &settings, t, cli.json.as_deref(), redis);
     }
     let relay = match t.attach {
-        Some(addr) => attach(addr, t.pid, false)?,
+        Some(addr) => attach(addr, t, false, broker)?,
         None => Relay::spawn(&t.relay_bin, &settings).await?,
     };
-    eprintln!("sealcast-load: relay pid {} on {}", relay.pid, relay.addr);
+    eprintln!(
+        "sealcast-load: relay pid {} at {}",
+        relay.pid,
+        relay.ws_url()
+    );
     let report = match cli.scenario {
         Scenario::Config { .. } | Scenario::Noisy { .. } => unreachable!("handled above"),
         Scenario::Connections {
@@ -369,11 +458,27 @@ async fn main() -> anyhow::Result<()> {
             conns::storm(&relay, &o).await?
         }
     };
-    finish(report, cli.json.as_deref())
+    drop(relay);
+    finish(report, &settings, t, cli.json.as_deref(), redis)
 }
 
-/// A running relay, with the app secrets from the environment.
-fn attach(addr: SocketAddr, pid: Option<u32>, noisy: bool) -> anyhow::Result<Relay> {
+/// A running relay, with the app secrets from the environment (over `wss://` with
+/// --tls-ca; its Redis read for commandstats with --broker).
+fn attach(
+    addr: SocketAddr,
+    t: &Target,
+    noisy: bool,
+    broker: Option<Broker>,
+) -> anyhow::Result<Relay> {
+    let p = &t.production;
+    let tls = match &p.tls_ca {
+        Some(ca) => {
+            let pem = std::fs::read(ca).with_context(|| format!("--tls-ca {}", ca.display()))?;
+            let name = p.tls_name.clone().unwrap_or_else(|| addr.ip().to_string());
+            Some(TlsClient::new(&pem, &name, p.tls_resume)?)
+        }
+        None => None,
+    };
     let secret = std::env::var(SECRET_ENV)
         .with_context(|| format!("--attach needs the app secret in ${SECRET_ENV}"))?;
     let noisy_secret = if noisy {
@@ -384,19 +489,45 @@ fn attach(addr: SocketAddr, pid: Option<u32>, noisy: bool) -> anyhow::Result<Rel
     } else {
         None
     };
-    Relay::attach(
+    let mut relay = Relay::attach(
         addr,
-        pid.context("--pid")?,
+        t.pid.context("--pid")?,
         secret.into_bytes(),
         noisy_secret,
-    )
+        tls,
+    )?;
+    relay.broker = broker;
+    Ok(relay)
 }
 
-fn finish(report: Report, json: Option<&std::path::Path>) -> anyhow::Result<()> {
+/// Prints the report (with the transport and broker it ran on) and writes its JSON; then
+/// stops a private Redis and exits non-zero if the run failed.
+fn finish(
+    mut report: Report,
+    settings: &RelaySettings,
+    t: &Target,
+    json: Option<&std::path::Path>,
+    redis: Option<RedisServers>,
+) -> anyhow::Result<()> {
+    let p = &t.production;
+    let tls = settings.tls.is_some() || p.tls_ca.is_some();
+    let transport = match (tls, p.tls_resume) {
+        (false, _) => "ws",
+        (true, false) => "wss",
+        (true, true) => "wss+resumption",
+    };
+    let broker = match &settings.broker {
+        Some(b) => b.kind.name(),
+        None if t.attach.is_some() => "(attached)",
+        None => "memory",
+    };
+    report.prepend("broker", broker, "");
+    report.prepend("transport", transport, "");
     print!("{}", report.table());
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&report.json())?)?;
     }
+    drop(redis);
     if !report.ok() {
         eprintln!("sealcast-load: FAILED: {}", report.failures.join("; "));
         std::process::exit(1);

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::dial::{Dial, Dialers};
 use super::fanout::{Checks, Fanout, FanoutOptions, Phase};
 use super::relay::{Relay, RelaySettings, TenantLimits};
 use super::report::Report;
@@ -85,7 +86,16 @@ pub async fn run(relays: Relays<'_>, o: &NoisyOptions) -> anyhow::Result<Report>
 }
 
 async fn one_round(relay: &Relay, o: &NoisyOptions, tag: &str) -> anyhow::Result<(Round, Checks)> {
-    let mut b = Fanout::start(relay, &o.b).await?;
+    crate::with_dialers!(relay, o.b.subs, |d| one_round_on(relay, &d, o, tag).await)
+}
+
+async fn one_round_on<D: Dial>(
+    relay: &Relay,
+    dialers: &Dialers<D>,
+    o: &NoisyOptions,
+    tag: &str,
+) -> anyhow::Result<(Round, Checks)> {
+    let mut b = Fanout::start(relay, dialers, &o.b).await?;
     let off = b.phase(relay, o.b.duration, o.b.warmup).await?;
     let lines0 = relay.log_lines.load(std::sync::atomic::Ordering::Relaxed);
     let a = Tenant::start(relay, &o.a, tag).await?;

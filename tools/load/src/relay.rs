@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sealcast_client::token::Signer;
 
+use super::broker::Broker;
+use super::tls::{self, TlsClient, TlsFiles};
+
 /// The app id, key id and namespace the load tool uses.
 pub const APP: &str = "load";
 /// Key id of the generated secret.
@@ -68,6 +71,18 @@ pub struct RelaySettings {
     pub lift_limits: bool,
     /// Add the noisy app and these per-app limits (connection limits stay lifted).
     pub tenant: Option<TenantLimits>,
+    /// Serve `wss://` and `https://` with a freshly generated certificate (a `[tls]`
+    /// table naming only the files: the TLS policy stays the relay's defaults).
+    pub tls: Option<TlsMode>,
+    /// `[broker]`: Redis or Redis Cluster instead of memory.
+    pub broker: Option<Broker>,
+}
+
+/// TLS between the load clients and a spawned relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsMode {
+    /// Clients resume their TLS sessions when they reconnect.
+    pub resume: bool,
 }
 
 impl Default for RelaySettings {
@@ -80,6 +95,8 @@ impl Default for RelaySettings {
             max_batch: 1000,
             lift_limits: true,
             tenant: None,
+            tls: None,
+            broker: None,
         }
     }
 }
@@ -97,6 +114,10 @@ pub struct Relay {
     /// Lines the relay wrote to stderr (spawned relays only): audit records are counted
     /// here and not echoed, every other line is echoed to this process's stderr.
     pub log_lines: Arc<AtomicU64>,
+    /// The relay's Redis, when it runs on one (for `INFO commandstats`).
+    pub broker: Option<Broker>,
+    tls: Option<TlsClient>,
+    http: reqwest::Client,
     child: Option<Child>,
     _dir: Option<PathBuf>,
 }
@@ -124,8 +145,20 @@ impl Relay {
         let dir = std::env::temp_dir().join(format!("sealcast-load-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("relay.toml");
-        std::fs::write(&config, config_toml(settings))?;
-        let mut child = Command::new(binary)
+        let files = match settings.tls {
+            Some(_) => Some(tls::generate(&dir)?),
+            None => None,
+        };
+        std::fs::write(&config, config_toml_with(settings, files.as_ref()))?;
+        let tls = match (settings.tls, &files) {
+            (Some(m), Some(f)) => Some(TlsClient::new(&f.ca_pem, "127.0.0.1", m.resume)?),
+            _ => None,
+        };
+        let mut cmd = Command::new(binary);
+        if let Some(b) = &settings.broker {
+            cmd.env(super::broker::URL_ENV, b.env_value());
+        }
+        let mut child = cmd
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -158,7 +191,10 @@ impl Relay {
             let mut tx = Some(tx);
             for line in std::io::BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(a) = line.strip_prefix("sealcast listening on http://")
+                let addr = line
+                    .strip_prefix("sealcast listening on http://")
+                    .or_else(|| line.strip_prefix("sealcast listening on https://"));
+                if let Some(a) = addr
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(a.trim().to_string());
@@ -184,19 +220,24 @@ impl Relay {
                 None => None,
             },
             log_lines,
+            http: http_client(tls.as_ref())?,
+            broker: settings.broker.clone(),
+            tls,
             child: Some(child),
             _dir: relay_dir,
         })
     }
 
     /// A relay already running with app `load`, key `k1` = `secret` (and app `noisy`, key
-    /// `k1` = `noisy_secret`, when given). A secret the relay would refuse (under 32
-    /// bytes) is refused here, naming the rule.
+    /// `k1` = `noisy_secret`, when given), over `wss://` and `https://` when `tls` is
+    /// given. A secret the relay would refuse (under 32 bytes) is refused here, naming the
+    /// rule.
     pub fn attach(
         addr: SocketAddr,
         pid: u32,
         secret: Vec<u8>,
         noisy_secret: Option<Vec<u8>>,
+        tls: Option<TlsClient>,
     ) -> anyhow::Result<Relay> {
         Ok(Relay {
             addr,
@@ -207,19 +248,39 @@ impl Relay {
                 None => None,
             },
             log_lines: Arc::new(AtomicU64::new(0)),
+            http: http_client(tls.as_ref())?,
+            broker: None,
+            tls,
             child: None,
             _dir: None,
         })
     }
 
-    /// The `ws://` URL.
+    /// The `ws://` or `wss://` URL.
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/v1/ws", self.addr)
+        let s = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{s}://{}/v1/ws", self.addr)
     }
 
-    /// The `http://` base URL.
+    /// The `http://` or `https://` base URL.
     pub fn http_base(&self) -> String {
-        format!("http://{}", self.addr)
+        let s = if self.tls.is_some() { "https" } else { "http" };
+        format!("{s}://{}", self.addr)
+    }
+
+    /// The client side of TLS, when the relay serves `wss://`.
+    pub fn tls(&self) -> Option<&TlsClient> {
+        self.tls.as_ref()
+    }
+
+    /// An HTTP client for the relay (trusting its CA over `https://`).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A publisher on the relay's HTTP API.
+    pub fn publisher(&self) -> sealcast_client::wire::Publisher {
+        sealcast_client::wire::Publisher::with_client(&self.http_base(), self.http.clone())
     }
 
     /// A connect token for `sub` valid for an hour.
@@ -268,6 +329,16 @@ impl Drop for Relay {
         if let Some(d) = self._dir.take() {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+}
+
+/// The HTTP client of the publisher and the metrics readings.
+fn http_client(tls: Option<&TlsClient>) -> anyhow::Result<reqwest::Client> {
+    match tls {
+        Some(t) => t.http(),
+        None => Ok(reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?),
     }
 }
 
@@ -325,8 +396,26 @@ secret_env = "{NOISY_SECRET_ENV}"
     )
 }
 
-/// The generated relay config.
+/// The generated relay config (without `[tls]`: its files exist only for a spawned relay).
 pub fn config_toml(s: &RelaySettings) -> String {
+    config_toml_with(s, None)
+}
+
+/// The generated relay config, serving TLS with `tls` when given.
+pub fn config_toml_with(s: &RelaySettings, tls: Option<&TlsFiles>) -> String {
+    let tls = match tls {
+        Some(f) => format!(
+            "\n[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            f.cert_file.display().to_string(),
+            f.key_file.display().to_string()
+        ),
+        None => String::new(),
+    };
+    let broker = s
+        .broker
+        .as_ref()
+        .map(Broker::config_table)
+        .unwrap_or_default();
     let (limits, noisy) = match &s.tenant {
         Some(t) => (tenant_limits(t), tenant_app(t)),
         None if s.lift_limits => (LIFTED_LIMITS.to_string(), String::new()),
@@ -350,7 +439,7 @@ max_batch = {}
 max_body_bytes = 16777216
 # The load tool reads the relay's gauges from the public port.
 public_metrics = true
-{limits}
+{limits}{tls}{broker}
 [[apps]]
 id = "{APP}"
 [[apps.keys]]
@@ -461,5 +550,46 @@ mod tests {
         let c = Config::parse(&config_toml(&RelaySettings::default()), env).unwrap();
         assert_eq!(c.apps.len(), 1);
         assert_eq!(c.limits.publish_rate_per_app, 1_000_000);
+    }
+
+    #[test]
+    fn tls_and_broker_tables_are_accepted() {
+        use crate::broker::{Broker, BrokerKind, URL_ENV};
+        let dir = std::env::temp_dir().join(format!("sealcast-load-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = crate::tls::generate(&dir).unwrap();
+        // The client trusts the generated CA for the name the spawned relay is reached by.
+        crate::tls::TlsClient::new(&files.ca_pem, "127.0.0.1", true).unwrap();
+        for (kind, urls) in [
+            (BrokerKind::Redis, "redis://127.0.0.1:6390/0"),
+            (
+                BrokerKind::RedisCluster,
+                "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+            ),
+        ] {
+            let b = Broker::new(kind, urls.split(',').map(String::from).collect());
+            let s = RelaySettings {
+                tls: Some(TlsMode { resume: false }),
+                broker: Some(b.clone()),
+                ..RelaySettings::default()
+            };
+            let value = b.env_value();
+            let env = |v: &str| match v {
+                SECRET_ENV => Some(std::ffi::OsString::from("ab".repeat(32))),
+                URL_ENV => Some(std::ffi::OsString::from(&value)),
+                _ => None,
+            };
+            let c = Config::parse(&config_toml_with(&s, Some(&files)), env).expect("valid config");
+            let tls = c.tls.expect("a [tls] table");
+            assert_eq!(tls.cert_file, files.cert_file);
+            assert_eq!(tls.key_file, files.key_file);
+            assert_eq!(c.broker.prefix, b.prefix);
+            assert_eq!(c.broker.redis_url_env.is_some(), kind == BrokerKind::Redis);
+            assert_eq!(
+                c.broker.redis_urls_env.is_some(),
+                kind == BrokerKind::RedisCluster
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

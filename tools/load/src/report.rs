@@ -28,6 +28,12 @@ impl Report {
         self.figures.push((name.to_string(), value.into(), unit));
     }
 
+    /// Adds a figure before all others (the settings a run was made with).
+    pub fn prepend(&mut self, name: &str, value: impl Into<Value>, unit: &'static str) {
+        self.figures
+            .insert(0, (name.to_string(), value.into(), unit));
+    }
+
     /// Adds a figure rounded to `digits` decimals.
     pub fn addf(&mut self, name: &str, value: f64, digits: i32, unit: &'static str) {
         let p = 10f64.powi(digits);

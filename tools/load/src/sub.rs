@@ -10,8 +10,9 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::dial::{Dial, Dialers};
 use super::stamp::{Stamp, now_ns};
-use sealcast_client::wire::lean::{LeanConn, LeanFrame, PubView};
+use sealcast_client::wire::lean::{LeanConn, LeanFrame, LeanStream, PubView};
 
 /// Latencies are recorded in microseconds, up to 60 s.
 const MAX_LATENCY_US: u64 = 60_000_000;
@@ -89,22 +90,28 @@ pub struct Position {
 }
 
 /// Opens, authenticates and subscribes `n` lean connections, `concurrency` at a time;
-/// subscriber `i` goes to `channels[i % channels.len()]`. Returns them in order.
-pub async fn open_many(
+/// subscriber `i` goes to `channels[i % channels.len()]`, dialed by `dialers.get(i)`.
+/// Returns them in order.
+pub async fn open_many<D: Dial>(
     addr: SocketAddr,
+    dialers: &Dialers<D>,
     tokens: Arc<Vec<String>>,
     channels: &[Arc<str>],
     concurrency: usize,
-) -> anyhow::Result<Vec<(LeanConn, Position)>> {
+) -> anyhow::Result<Vec<(LeanConn<D::Stream>, Position)>> {
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = Vec::with_capacity(tokens.len());
     for i in 0..tokens.len() {
         let sem = Arc::clone(&sem);
         let tokens = Arc::clone(&tokens);
         let channel = Arc::clone(&channels[i % channels.len()]);
+        let dialers = dialers.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await?;
-            let mut c = LeanConn::connect_from(addr, source(addr, i), &tokens[i]).await?;
+            let mut c = dialers
+                .get(i)
+                .connect(addr, source(addr, i), &tokens[i])
+                .await?;
             let s = c.subscribe(&channel, None).await?;
             anyhow::Ok((
                 c,
@@ -137,13 +144,13 @@ pub fn source(addr: SocketAddr, i: usize) -> Option<std::net::IpAddr> {
 /// Reads `conn` until `stop`: counts in-order deliveries, duplicates and gaps against
 /// `pos`, records latency of every delivery (by [`Stamp::peek`]) and decrypts one in
 /// `verify_every` in full. Returns the position reached.
-pub async fn read_loop(
-    mut conn: LeanConn,
+pub async fn read_loop<S: LeanStream>(
+    mut conn: LeanConn<S>,
     mut pos: Position,
     index: usize,
     shared: Arc<Shared>,
     stop: CancellationToken,
-) -> (LeanConn, Position) {
+) -> (LeanConn<S>, Position) {
     let mut lat: Vec<u64> = Vec::with_capacity(64);
     let mut delivered = 0u64;
     let shard = index % SHARDS;

@@ -22,11 +22,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::dial::{Dial, Dialers};
 use super::relay::{NOISY_NS, Relay};
 use super::stamp::{Stamp, now_ns};
 use super::sub::source;
 use sealcast_client::wire::Publisher;
-use sealcast_client::wire::lean::LeanConn;
+use sealcast_client::wire::lean::{LeanConn, LeanStream};
 
 const EVENT: &str = "noisy.tick";
 
@@ -128,20 +129,10 @@ impl Tenant {
     pub async fn start(relay: &Relay, o: &TenantOptions, tag: &str) -> anyhow::Result<Tenant> {
         let stop = CancellationToken::new();
         let counts = Arc::new(Counts::default());
-        let mut tasks = Vec::new();
-        for i in 0..o.sub_conns {
-            let token = relay.noisy_connect_token(&format!("churn{i}"))?;
-            // From the far end of the loopback sources, away from the measured app's.
-            let from = source(relay.addr, 199 - i % 200);
-            let conn = LeanConn::connect_from(relay.addr, from, &token).await?;
-            let (stop, counts) = (stop.clone(), Arc::clone(&counts));
-            let prefix = format!("{NOISY_NS}#sub-{tag}-{i}");
-            let every = Duration::from_secs_f64(1.0 / o.sub_rate.max(0.1));
-            tasks.push(tokio::spawn(churn_subscriptions(
-                conn, prefix, every, stop, counts,
-            )));
-        }
-        let publisher = Publisher::new(&relay.http_base());
+        let mut tasks = crate::with_dialers!(relay, o.sub_conns, |d| {
+            churners(relay, &d, o, tag, &stop, &counts).await?
+        });
+        let publisher = relay.publisher();
         let token = relay.noisy_publish_token()?;
         if o.publish_rate > 0.0 {
             tasks.push(tokio::spawn(publish(
@@ -179,6 +170,31 @@ impl Tenant {
         }
         self.started.elapsed().as_secs_f64()
     }
+}
+
+/// Opens the connections that churn subscriptions and starts them.
+async fn churners<D: Dial>(
+    relay: &Relay,
+    dialers: &Dialers<D>,
+    o: &TenantOptions,
+    tag: &str,
+    stop: &CancellationToken,
+    counts: &Arc<Counts>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    for i in 0..o.sub_conns {
+        let token = relay.noisy_connect_token(&format!("churn{i}"))?;
+        // From the far end of the loopback sources, away from the measured app's.
+        let from = source(relay.addr, 199 - i % 200);
+        let conn = dialers.get(i).connect(relay.addr, from, &token).await?;
+        let (stop, counts) = (stop.clone(), Arc::clone(counts));
+        let prefix = format!("{NOISY_NS}#sub-{tag}-{i}");
+        let every = Duration::from_secs_f64(1.0 / o.sub_rate.max(0.1));
+        tasks.push(tokio::spawn(churn_subscriptions(
+            conn, prefix, every, stop, counts,
+        )));
+    }
+    Ok(tasks)
 }
 
 /// Ticks every `every`, catching up after a late tick (the offered rate holds on
@@ -333,8 +349,8 @@ async fn revoke(
     let _ = sem.acquire_many(16).await;
 }
 
-async fn churn_subscriptions(
-    mut conn: LeanConn,
+async fn churn_subscriptions<S: LeanStream>(
+    mut conn: LeanConn<S>,
     prefix: String,
     every: Duration,
     stop: CancellationToken,

@@ -1,19 +1,28 @@
 //! A lean subscriber for load generation: the same protocol as [`Client`](super::Client),
-//! but a hand-rolled WebSocket codec over a plain `TcpStream` so that one task can read
-//! hundreds of thousands of `pub` frames per second without allocating per frame or
-//! parsing JSON.
+//! but a hand-rolled WebSocket codec so that one task can read hundreds of thousands of
+//! `pub` frames per second without allocating per frame or parsing JSON.
+//!
+//! The connection is generic over its stream ([`LeanStream`]): a plain `TcpStream`
+//! (`ws://`, the default type parameter) or a tokio-rustls client stream over one
+//! (`wss://`, [`LeanConn::connect_tls_from`]). Each is compiled on its own (no dynamic
+//! dispatch), so the plain path costs what it did before TLS existed.
 //!
 //! Frames from the relay are handed out as byte slices borrowed from the read buffer;
 //! pings are answered at once; control replies (`connected`, `subscribed`, `error`) are
 //! parsed with `serde_json`, `pub` frames only by [`PubView`].
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use rustls::HandshakeKind;
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use super::ClientError;
 
@@ -42,10 +51,39 @@ pub struct LeanSubscribed {
     pub recovered: Option<bool>,
 }
 
-/// An authenticated WebSocket connection with a minimal codec.
+/// What a [`LeanConn`] runs over: a TCP stream, or a TLS client stream over one.
+pub trait LeanStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The TCP socket underneath (for `SO_LINGER`).
+    fn tcp(&self) -> &TcpStream;
+    /// How the TLS handshake went (full or resumed); `None` without TLS.
+    fn handshake_kind(&self) -> Option<HandshakeKind>;
+}
+
+impl LeanStream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+
+    fn handshake_kind(&self) -> Option<HandshakeKind> {
+        None
+    }
+}
+
+impl LeanStream for TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+
+    fn handshake_kind(&self) -> Option<HandshakeKind> {
+        self.get_ref().1.handshake_kind()
+    }
+}
+
+/// An authenticated WebSocket connection with a minimal codec, over a plain TCP stream
+/// (`ws://`) or a TLS one (`wss://`).
 #[derive(Debug)]
-pub struct LeanConn {
-    stream: TcpStream,
+pub struct LeanConn<S = TcpStream> {
+    stream: S,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -93,40 +131,77 @@ fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).rposition(|w| w == needle)
 }
 
-impl LeanConn {
+/// Opens a TCP connection to `addr` with `TCP_NODELAY`, from `source` when given (port
+/// chosen by the kernel). Spreading tens of thousands of sockets over several loopback
+/// sources (127.0.0.2, 127.0.0.3, ...) keeps the kernel's ephemeral-port search short: from
+/// one source address, `connect` spent 70% of the load generator's CPU in
+/// `__inet_hash_connect` at 19,000 sockets.
+pub async fn tcp_from(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, ClientError> {
+    let stream = match source {
+        None => TcpStream::connect(addr).await.map_err(io)?,
+        Some(ip) => {
+            let socket = if ip.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
+            .map_err(io)?;
+            socket.set_reuseaddr(true).map_err(io)?;
+            socket.bind(SocketAddr::new(ip, 0)).map_err(io)?;
+            socket.connect(addr).await.map_err(io)?
+        }
+    };
+    stream.set_nodelay(true).map_err(io)?;
+    Ok(stream)
+}
+
+impl LeanConn<TcpStream> {
     /// Opens `ws://addr/v1/ws`, sends `connect` with `token` and waits for `connected`.
-    pub async fn connect(addr: std::net::SocketAddr, token: &str) -> Result<LeanConn, ClientError> {
+    pub async fn connect(addr: SocketAddr, token: &str) -> Result<LeanConn, ClientError> {
         Self::connect_from(addr, None, token).await
     }
 
-    /// As [`LeanConn::connect`], from a given source address (port chosen by the kernel).
-    /// Spreading tens of thousands of sockets over several loopback sources (127.0.0.2,
-    /// 127.0.0.3, ...) keeps the kernel's ephemeral-port search short: from one source
-    /// address, `connect` spent 70% of the load generator's CPU in `__inet_hash_connect`
-    /// at 19,000 sockets.
+    /// As [`LeanConn::connect`], from a given source address (see [`tcp_from`]).
     pub async fn connect_from(
-        addr: std::net::SocketAddr,
-        source: Option<std::net::IpAddr>,
+        addr: SocketAddr,
+        source: Option<IpAddr>,
         token: &str,
     ) -> Result<LeanConn, ClientError> {
-        let mut stream = match source {
-            None => TcpStream::connect(addr).await.map_err(io)?,
-            Some(ip) => {
-                let socket = if ip.is_ipv4() {
-                    tokio::net::TcpSocket::new_v4()
-                } else {
-                    tokio::net::TcpSocket::new_v6()
-                }
-                .map_err(io)?;
-                socket.set_reuseaddr(true).map_err(io)?;
-                socket.bind(std::net::SocketAddr::new(ip, 0)).map_err(io)?;
-                socket.connect(addr).await.map_err(io)?
-            }
+        let stream = tcp_from(addr, source).await?;
+        LeanConn::open(stream, &addr.to_string(), token).await
+    }
+}
+
+impl LeanConn<TlsStream<TcpStream>> {
+    /// Opens `wss://name/v1/ws` on `addr` (from `source` when given): TCP, then the TLS
+    /// handshake of `tls` for `name` (resumed when its config holds a session for `name`
+    /// and the relay accepts it), then as [`LeanConn::connect`].
+    pub async fn connect_tls_from(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        tls: &TlsConnector,
+        name: ServerName<'static>,
+        token: &str,
+    ) -> Result<LeanConn<TlsStream<TcpStream>>, ClientError> {
+        let tcp = tcp_from(addr, source).await?;
+        let host = match &name {
+            ServerName::DnsName(d) => d.as_ref().to_string(),
+            ServerName::IpAddress(_) => addr.to_string(),
+            _ => addr.ip().to_string(),
         };
-        stream.set_nodelay(true).map_err(io)?;
+        let stream = tls.connect(name, tcp).await.map_err(io)?;
+        LeanConn::open(stream, &host, token).await
+    }
+}
+
+impl<S: LeanStream> LeanConn<S> {
+    /// Upgrades `stream` (connected to the relay; TLS already established for `wss://`)
+    /// to a WebSocket on `/v1/ws` with `Host: host`, sends `connect` with `token` and
+    /// waits for `connected`.
+    pub async fn open(mut stream: S, host: &str, token: &str) -> Result<LeanConn<S>, ClientError> {
         let key = STANDARD.encode(rand::random::<[u8; 16]>());
         let req = format!(
-            "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET /v1/ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(req.as_bytes()).await.map_err(io)?;
@@ -161,6 +236,16 @@ impl LeanConn {
             return Err(ClientError::Unexpected(v));
         }
         Ok(c)
+    }
+
+    /// The stream underneath (for a TLS stream: the negotiated session).
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
+    /// How the TLS handshake went (full or resumed); `None` without TLS.
+    pub fn handshake_kind(&self) -> Option<HandshakeKind> {
+        self.stream.handshake_kind()
     }
 
     /// Subscribes (recovering from `since` when given) and waits for the reply; replayed
@@ -327,7 +412,7 @@ impl LeanConn {
     /// peer would: no close handshake and no `TIME_WAIT` left on this side (a load
     /// generator reconnecting thousands of sockets would otherwise run out of ports).
     pub fn abort(self) {
-        let _ = self.stream.set_zero_linger();
+        let _ = self.stream.tcp().set_zero_linger();
     }
 
     /// Sends a close frame (1000) and shuts the socket down; errors are ignored.
