@@ -135,7 +135,7 @@ impl TlsListener {
                     match result {
                         Ok(tls_stream) => {
                             metrics.tls_handshake_completed(
-                                tls_stream.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+                                tls_stream.handshake_kind() == rustls::HandshakeKind::Resumed,
                             );
                             let _ = tx.send((tls_stream, PeerAddr(addr))).await;
                         }

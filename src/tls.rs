@@ -13,14 +13,18 @@
 //! support. Both outlive certificate reloads, so a reload does not force every client
 //! back to a full handshake.
 //!
-//! Connections run on [`stream::TlsStream`], rustls' unbuffered API driven by us, so that
-//! an idle connection keeps no buffer.
+//! rustls runs the handshake on its unbuffered API ([`accept`]), then hands the traffic keys
+//! over to our own record layer ([`TlsStream`]), so that an idle connection keeps neither
+//! a buffer nor rustls' connection state.
 
+mod handshake;
+mod record;
 mod resume;
-pub mod stream;
+mod stream;
 
+pub use handshake::{HandshakeError, accept};
 pub use resume::{Resumption, SessionCache};
-pub use stream::{HandshakeError, TlsStream, accept};
+pub use stream::{MAX_EMPTY_RECORDS, MAX_HELD_OUT, MAX_KEY_UPDATES, MAX_WRITE, TlsStream};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,6 +113,8 @@ pub fn build_config(
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The traffic keys go to the record layer of `stream.rs` once the handshake is done.
+    config.enable_secret_extraction = true;
     resumption.apply(&mut config);
     Ok(Arc::new(config))
 }
