@@ -390,3 +390,12 @@ async fn key_updates_without_data_in_between_are_bounded() {
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     drop(flood.await.unwrap());
 }
+
+/// The stream lives inside every WSS session's task: what it holds there is the socket,
+/// rustls' post-handshake state (560 bytes in rustls 0.23), the raw keys and a few
+/// counters; everything else is on the heap only while in use (`assert_no_buffer`).
+#[test]
+fn the_stream_itself_stays_small() {
+    let size = std::mem::size_of::<TlsStream>();
+    assert!(size <= 1024, "TlsStream is {size} bytes");
+}
