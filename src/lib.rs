@@ -178,7 +178,8 @@ impl Server {
             proxies: http::proxy::TrustedProxies::from_config(&config.http.trusted_proxies),
             tls: match &config.tls {
                 Some(t) => Some(Arc::new(
-                    tls::TlsReloader::new(t).map_err(std::io::Error::other)?,
+                    tls::TlsReloader::new(t, Arc::clone(&metrics))
+                        .map_err(std::io::Error::other)?,
                 )),
                 None => None,
             },

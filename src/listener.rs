@@ -5,7 +5,9 @@
 //! that arrives while `tls.max_handshakes` are in progress is closed at once (counted), so
 //! silent sockets cannot make other clients queue behind them. A handshake first waits for
 //! the ClientHello alone, for `tls.client_hello_timeout` (short: a real client sends it at
-//! once), then gets the rest of `tls.handshake_timeout`.
+//! once), then gets the rest of `tls.handshake_timeout` ([`crate::tls::accept`]). Each
+//! connection takes the certificate current when it is accepted, and runs on
+//! [`crate::tls::TlsStream`], which keeps no buffer while idle.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,12 +17,10 @@ use std::time::Duration;
 use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_rustls::LazyConfigAcceptor;
-use tokio_rustls::server::TlsStream;
 
 use crate::config::TlsConfig;
 use crate::telemetry::Metrics;
-use crate::tls::TlsReloader;
+use crate::tls::{TlsReloader, TlsStream};
 use crate::ws::PeerAddr;
 
 async fn accept_tcp(listener: &TcpListener) -> (TcpStream, SocketAddr) {
@@ -61,7 +61,7 @@ impl Listener for PlainListener {
 /// HTTPS/WSS.
 #[derive(Debug)]
 pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, PeerAddr)>,
+    rx: mpsc::Receiver<(TlsStream, PeerAddr)>,
     local: SocketAddr,
     accept_task: tokio::task::JoinHandle<()>,
 }
@@ -101,28 +101,6 @@ impl Drop for HandshakeSlot {
     }
 }
 
-/// Runs one handshake within its two timeouts.
-async fn handshake(
-    stream: TcpStream,
-    tls: &TlsReloader,
-    hello_timeout: Duration,
-    total_timeout: Duration,
-) -> Result<TlsStream<TcpStream>, &'static str> {
-    let started = tokio::time::Instant::now();
-    let lazy = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
-    let start = match tokio::time::timeout(hello_timeout, lazy).await {
-        Ok(Ok(start)) => start,
-        Ok(Err(_)) => return Err("no valid ClientHello"),
-        Err(_) => return Err("no ClientHello in time"),
-    };
-    let rest = total_timeout.saturating_sub(started.elapsed());
-    match tokio::time::timeout(rest, start.into_stream(tls.config())).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(_)) => Err("handshake failed"),
-        Err(_) => Err("handshake timed out"),
-    }
-}
-
 impl TlsListener {
     /// Starts accepting on `tcp` with the certificate of `tls`.
     pub fn new(
@@ -147,16 +125,21 @@ impl TlsListener {
                     drop(stream);
                     continue;
                 };
-                let tls = Arc::clone(&tls);
+                let config = tls.config();
                 let tx = tx.clone();
+                let metrics = Arc::clone(&metrics);
                 tokio::spawn(async move {
-                    let result = handshake(stream, &tls, hello_timeout, total_timeout).await;
+                    let result =
+                        crate::tls::accept(stream, config, hello_timeout, total_timeout).await;
                     drop(slot);
                     match result {
                         Ok(tls_stream) => {
+                            metrics.tls_handshake_completed(
+                                tls_stream.handshake_kind() == rustls::HandshakeKind::Resumed,
+                            );
                             let _ = tx.send((tls_stream, PeerAddr(addr))).await;
                         }
-                        Err(why) => tracing::debug!(peer = %addr, why, "TLS handshake failed"),
+                        Err(e) => tracing::debug!(peer = %addr, error = %e, "TLS handshake failed"),
                     }
                 });
             }
@@ -170,7 +153,7 @@ impl TlsListener {
 }
 
 impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream;
     type Addr = PeerAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -85,6 +85,10 @@ pub struct Metrics {
     pub broker_shard_canary_rtt: Family<ShardLabel, Gauge<f64, AtomicU64>>,
     /// TLS handshakes in progress (bounded by `tls.max_handshakes`).
     pub tls_handshakes: Gauge,
+    /// TLS handshakes completed, by kind (`full`, `resumed`).
+    pub tls_handshakes_completed: Family<KindLabel, Counter>,
+    /// TLS sessions held in the session-ID cache (bounded by `tls.session_cache_size`).
+    pub tls_session_cache_entries: Gauge,
     /// Live revocations held by this node (bounded per app by
     /// `limits.max_revocations_per_app`).
     pub revocations: Gauge,
@@ -138,6 +142,8 @@ impl Default for Metrics {
             broker_canary_rtt: Gauge::default(),
             broker_shard_canary_rtt: Family::default(),
             tls_handshakes: Gauge::default(),
+            tls_handshakes_completed: Family::default(),
+            tls_session_cache_entries: Gauge::default(),
             revocations: Gauge::default(),
         };
         // Every labelled family with its known values, so each series exists at 0 from
@@ -149,6 +155,11 @@ impl Default for Metrics {
         }
         for l in LIMITS {
             let _ = m.limits.get_or_create(&LimitLabel { limit: (*l).into() });
+        }
+        for k in TLS_HANDSHAKE_KINDS {
+            let _ = m
+                .tls_handshakes_completed
+                .get_or_create(&KindLabel { kind: k });
         }
         for c in disconnect_codes() {
             let _ = m.disconnects.get_or_create(&CodeLabel { code: c.into() });
@@ -193,6 +204,14 @@ impl Metrics {
             .get_or_create(&ReasonLabel {
                 reason: reason.into(),
             })
+            .inc();
+    }
+
+    /// Counts a completed TLS handshake: `resumed` or `full`.
+    pub fn tls_handshake_completed(&self, resumed: bool) {
+        let kind = if resumed { "resumed" } else { "full" };
+        self.tls_handshakes_completed
+            .get_or_create(&KindLabel { kind })
             .inc();
     }
 
@@ -364,6 +383,16 @@ impl Metrics {
             "tls_handshakes",
             "TLS handshakes in progress",
             self.tls_handshakes.clone(),
+        );
+        r.register(
+            "tls_handshakes_completed",
+            "TLS handshakes completed, by kind (full, resumed)",
+            self.tls_handshakes_completed.clone(),
+        );
+        r.register(
+            "tls_session_cache_entries",
+            "TLS sessions held in the session-ID cache",
+            self.tls_session_cache_entries.clone(),
         );
         r.register(
             "revocations",

@@ -6,6 +6,25 @@
 //! The certificate and key are reloaded without restart when either file changes (checked
 //! every `tls.reload_interval`) or on SIGHUP. A new pair that does not load (unreadable,
 //! not PEM, key not matching the certificate) keeps the old one serving and logs an error.
+//!
+//! Session resumption: stateless tickets (`tls.session_tickets`, rustls' ticketer: an
+//! AEAD key made at start, rotated every 6 hours, held only in memory) and a bounded
+//! session-ID cache (`tls.session_cache_size` entries) for TLS 1.2 clients without ticket
+//! support. Both outlive certificate reloads, so a reload does not force every client
+//! back to a full handshake.
+//!
+//! rustls runs the handshake on its unbuffered API ([`accept`]), then hands the traffic keys
+//! over to our own record layer ([`TlsStream`]), so that an idle connection keeps neither
+//! a buffer nor rustls' connection state.
+
+mod handshake;
+mod record;
+mod resume;
+mod stream;
+
+pub use handshake::{HandshakeError, accept};
+pub use resume::{Resumption, SessionCache};
+pub use stream::{MAX_EMPTY_RECORDS, MAX_HELD_OUT, MAX_KEY_UPDATES, MAX_WRITE, TlsStream};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,9 +36,9 @@ use rustls::ServerConfig;
 use rustls::crypto::ring::{cipher_suite, default_provider};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
+use crate::telemetry::Metrics;
 
 /// Why a certificate and key could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +65,11 @@ pub enum TlsError {
 }
 
 /// Builds the server configuration from PEM files.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    resumption: &Resumption,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Cert {
@@ -63,6 +86,16 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
         path: key_file.to_owned(),
         reason: e.to_string(),
     })?;
+    Ok(build_config(certs, key, resumption)?)
+}
+
+/// The server configuration for a certificate chain and its key: the versions, suites
+/// and ALPN of the module docs, and `resumption`.
+pub fn build_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    resumption: &Resumption,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut provider = default_provider();
     provider.cipher_suites = vec![
         cipher_suite::TLS13_AES_256_GCM_SHA384,
@@ -80,6 +113,9 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The traffic keys go to the record layer of `stream.rs` once the handshake is done.
+    config.enable_secret_extraction = true;
+    resumption.apply(&mut config);
     Ok(Arc::new(config))
 }
 
@@ -92,25 +128,23 @@ fn modified(path: &Path) -> Option<SystemTime> {
 pub struct TlsReloader {
     cert_file: PathBuf,
     key_file: PathBuf,
+    resumption: Resumption,
     current: ArcSwap<ServerConfig>,
     stamps: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
 }
 
 impl TlsReloader {
     /// Loads the first pair; failing here refuses to start.
-    pub fn new(config: &TlsConfig) -> Result<TlsReloader, TlsError> {
-        let current = server_config(&config.cert_file, &config.key_file)?;
+    pub fn new(config: &TlsConfig, metrics: Arc<Metrics>) -> Result<TlsReloader, TlsError> {
+        let resumption = Resumption::new(config, metrics)?;
+        let current = server_config(&config.cert_file, &config.key_file, &resumption)?;
         Ok(TlsReloader {
+            resumption,
             stamps: Mutex::new((modified(&config.cert_file), modified(&config.key_file))),
             cert_file: config.cert_file.clone(),
             key_file: config.key_file.clone(),
             current: ArcSwap::new(current),
         })
-    }
-
-    /// An acceptor with the current certificate.
-    pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.current.load_full())
     }
 
     /// The current server configuration (certificate, versions, suites).
@@ -123,7 +157,7 @@ impl TlsReloader {
         let stamps = (modified(&self.cert_file), modified(&self.key_file));
         // Record the stamps first so that a bad pair is reported once, not every tick.
         *self.stamps.lock() = stamps;
-        let config = server_config(&self.cert_file, &self.key_file)?;
+        let config = server_config(&self.cert_file, &self.key_file, &self.resumption)?;
         self.current.store(config);
         tracing::info!(cert = %self.cert_file.display(), "TLS certificate reloaded");
         Ok(())

@@ -337,6 +337,15 @@ pub struct TlsConfig {
     /// Time for the whole handshake, ClientHello included.
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Resume sessions from stateless tickets (TLS 1.3, and TLS 1.2 clients that ask):
+    /// a reconnecting client skips the certificate signature. The ticket key is made at
+    /// start, rotated every 6 hours and never leaves memory.
+    #[serde(default = "default_true")]
+    pub session_tickets: bool,
+    /// Sessions remembered by ID, for TLS 1.2 clients without tickets (and for TLS 1.3
+    /// when `session_tickets` is off); the oldest is forgotten first. 0 remembers none.
+    #[serde(default = "default_session_cache_size")]
+    pub session_cache_size: usize,
 }
 
 impl TlsConfig {
@@ -349,6 +358,8 @@ impl TlsConfig {
             max_handshakes: default_max_handshakes(),
             client_hello_timeout: default_client_hello_timeout(),
             handshake_timeout: default_handshake_timeout(),
+            session_tickets: true,
+            session_cache_size: default_session_cache_size(),
         }
     }
 }
@@ -367,4 +378,12 @@ fn default_client_hello_timeout() -> Duration {
 
 fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_session_cache_size() -> usize {
+    10_000
+}
+
+fn default_true() -> bool {
+    true
 }

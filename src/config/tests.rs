@@ -361,3 +361,20 @@ fn the_kubernetes_configs_load() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn tls_resumption_keys_default_on_and_bounded_and_can_be_set() {
+    let tls = "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+    let with = |extra: &str| GOOD.replace("[history]", &format!("{tls}{extra}[history]"));
+    let t = Config::parse(&with(""), env).unwrap().tls.unwrap();
+    assert!(t.session_tickets);
+    assert_eq!(t.session_cache_size, 10_000);
+    let set = with("session_tickets = false\nsession_cache_size = 0\n");
+    let t = Config::parse(&set, env).unwrap().tls.unwrap();
+    assert!(!t.session_tickets);
+    assert_eq!(t.session_cache_size, 0);
+    assert_eq!(
+        TlsConfig::from_files("c".into(), "k".into()).session_cache_size,
+        10_000
+    );
+}

@@ -47,6 +47,17 @@ pub struct RouteLabels {
     pub status: u16,
 }
 
+/// What kind of thing happened (`sealcast_tls_handshakes_completed_total{kind}`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// One of a fixed set ([`TLS_HANDSHAKE_KINDS`]).
+    pub kind: &'static str,
+}
+
+/// TLS handshake kinds: a full handshake (with a HelloRetryRequest or not), or a session
+/// resumed from a ticket or the session cache.
+pub const TLS_HANDSHAKE_KINDS: &[&str] = &["full", "resumed"];
+
 /// What `sealcast_build_info` says.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct BuildLabels {
@@ -100,6 +111,7 @@ pub const LIMITS: &[&str] = &[
     "history_bytes_per_app",
     "subscribe_rate_per_connection",
     "tls_handshakes",
+    "tls_session_cache",
     "http_body_read_timeout",
 ];
 

@@ -15,7 +15,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
-use tokio_rustls::server::TlsStream;
 
 use crate::AppState;
 use crate::auth::{ConnectClaims, unix_now};
@@ -49,7 +48,7 @@ pub fn start(upgraded: Upgraded, state: Arc<AppState>, peer: ClientAddr, open: O
             let conn = Conn::new(io.into_inner(), &read_buf, max);
             tracker.spawn(run(conn, state, peer, open));
         }
-        Err(up) => match up.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+        Err(up) => match up.downcast::<TokioIo<crate::tls::TlsStream>>() {
             Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
                 let conn = Conn::new(io.into_inner(), &read_buf, max);
                 tracker.spawn(run(conn, state, peer, open));
