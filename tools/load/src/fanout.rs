@@ -129,6 +129,9 @@ pub struct Phase {
     pub publish_secs: f64,
     /// Seconds until every delivery was in (or the drain deadline).
     pub secs: f64,
+    /// Deliveries still missing at the drain deadline (20 s after the last request was
+    /// answered): late beyond any latency figure, so a failure.
+    pub undelivered: u64,
     /// Milliseconds waited for the window.
     pub window_waits: u64,
     /// Relay CPU seconds over the phase.
@@ -299,6 +302,10 @@ impl<D: Dial> Fanout<D> {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let secs = start.elapsed().as_secs_f64();
+        let undelivered = self
+            .expected
+            .load(Ordering::Relaxed)
+            .saturating_sub(shared.delivered.load(Ordering::Relaxed));
         let relay1 = sample(relay.pid)?;
         let self1 = sample(0)?;
         Ok(Phase {
@@ -307,6 +314,7 @@ impl<D: Dial> Fanout<D> {
             delivered: shared.delivered.load(Ordering::Relaxed) - delivered0,
             publish_secs,
             secs,
+            undelivered,
             window_waits,
             relay_cpu: relay1.cpu_secs - relay0.cpu_secs,
             self_cpu: self1.cpu_secs - self0.cpu_secs,
@@ -381,6 +389,7 @@ async fn run_on<D: Dial>(
         "publications/s",
     );
     r.add("deliveries", p.delivered, "");
+    r.must_be_zero("undelivered_after_drain", p.undelivered);
     r.addf("deliveries_per_sec", p.delivered as f64 / p.secs, 0, "/s");
     r.add("window_waits", p.window_waits, "ms waited for the window");
     r.add("latency_samples", p.latency.len(), "");

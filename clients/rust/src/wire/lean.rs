@@ -194,6 +194,21 @@ impl LeanConn<TlsStream<TcpStream>> {
     }
 }
 
+impl<S> LeanConn<S> {
+    /// Whether a whole data frame is buffered beyond the frames handed out so far, so that
+    /// [`LeanConn::next`] returns it without waiting. A ping or pong next does not count:
+    /// `next` answers it and then waits for the socket, so a caller batching its own
+    /// bookkeeping until nothing is buffered must not wait for it.
+    pub fn has_buffered(&self) -> bool {
+        match header(&self.buf[self.start..self.end]) {
+            Some((op, hlen, plen)) => {
+                op != OP_PING && op != OP_PONG && self.end - self.start >= hlen + plen
+            }
+            None => false,
+        }
+    }
+}
+
 impl<S: LeanStream> LeanConn<S> {
     /// Upgrades `stream` (connected to the relay; TLS already established for `wss://`)
     /// to a WebSocket on `/v1/ws` with `Host: host`, sends `connect` with `token` and
@@ -378,11 +393,6 @@ impl<S: LeanStream> LeanConn<S> {
         Ok(n > 0)
     }
 
-    /// Whether bytes are buffered beyond the frames handed out so far.
-    pub fn has_buffered(&self) -> bool {
-        self.start < self.end
-    }
-
     /// Sends a masked text frame.
     pub async fn send_text(&mut self, payload: &[u8]) -> Result<(), ClientError> {
         self.send(OP_TEXT, payload).await
@@ -472,6 +482,30 @@ mod tests {
         assert_eq!(v.offset, 42);
         assert_eq!(v.data, b"QUJD");
         assert_eq!(PubView::parse(br#"{"type":"subscribed","offset":1}"#), None);
+    }
+
+    /// A subscriber batching its counters until nothing is buffered must not hold them
+    /// across a ping that came right after the last publication (it would wait for the next
+    /// publication, or forever at the end of a run).
+    #[test]
+    fn a_ping_or_a_partial_frame_is_not_a_buffered_frame() {
+        let conn = |bytes: &[u8]| LeanConn {
+            stream: (),
+            buf: bytes.to_vec(),
+            start: 0,
+            end: bytes.len(),
+            next_id: 1,
+        };
+        let text = [0x81, 2, b'{', b'}'];
+        let ping = [0x89, 0];
+        assert!(conn(&text).has_buffered());
+        assert!(!conn(&ping).has_buffered());
+        assert!(!conn(&[0x8A, 0]).has_buffered());
+        assert!(!conn(&text[..3]).has_buffered());
+        assert!(!conn(&[]).has_buffered());
+        let mut after_text = conn(&[&text[..], &ping[..]].concat());
+        after_text.start = text.len();
+        assert!(!after_text.has_buffered());
     }
 
     #[test]
