@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::history::Publication;
@@ -105,22 +105,13 @@ impl Outbox {
             return Push::Dropped;
         }
         if i.queue.len() >= self.limits.max_frames || i.bytes + cost > self.limits.max_bytes {
-            i.state = State::Overflowed;
-            i.queue = VecDeque::new();
-            i.bytes = 0;
-            drop(i);
-            self.notify.notify_one();
-            return Push::Overflowed;
+            return self.overflow(i);
         }
         let was_empty = i.queue.is_empty();
         i.queue.push_back(publication);
         i.bytes += cost;
         drop(i);
-        if was_empty {
-            // One wake-up per batch: the session drains everything queued at once.
-            self.notify.notify_one();
-        }
-        Push::Queued
+        self.queued(was_empty)
     }
 
     /// Queues several publications at once, in order, with one lock and at most one
@@ -138,17 +129,28 @@ impl Outbox {
         if i.queue.len() + publications.len() > self.limits.max_frames
             || i.bytes + cost > self.limits.max_bytes
         {
-            i.state = State::Overflowed;
-            i.queue = VecDeque::new();
-            i.bytes = 0;
-            drop(i);
-            self.notify.notify_one();
-            return Push::Overflowed;
+            return self.overflow(i);
         }
         let was_empty = i.queue.is_empty();
         i.queue.extend(publications.iter().cloned());
         i.bytes += cost;
         drop(i);
+        self.queued(was_empty)
+    }
+
+    /// Marks the outbox overflowed (its queue freed) and wakes the session to close 4008.
+    fn overflow(&self, mut i: MutexGuard<'_, Inner>) -> Push {
+        i.state = State::Overflowed;
+        i.queue = VecDeque::new();
+        i.bytes = 0;
+        drop(i);
+        self.notify.notify_one();
+        Push::Overflowed
+    }
+
+    /// After a push: one wake-up per batch (the session drains everything queued at once),
+    /// so only a push into an empty queue wakes it.
+    fn queued(&self, was_empty: bool) -> Push {
         if was_empty {
             self.notify.notify_one();
         }

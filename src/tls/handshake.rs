@@ -22,7 +22,7 @@ use std::time::Duration;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncodeTlsData, UnbufferedStatus};
 use rustls::{HandshakeKind, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::record::HEADER;
@@ -201,16 +201,7 @@ fn holds_a_record(buf: &[u8]) -> bool {
 
 impl Handshake {
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.out_pos < self.out.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.out_pos..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.out_pos += n;
-        }
-        self.out = Vec::new();
-        self.out_pos = 0;
-        Poll::Ready(Ok(()))
+        super::stream::poll_write_all(&mut self.io, &mut self.out, &mut self.out_pos, cx)
     }
 
     /// Reads once and processes what came.

@@ -423,17 +423,12 @@ impl TlsStream {
 
     /// Writes `out` until the socket has taken it all, then frees it and the sealing key.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.out_pos < self.out.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.out_pos..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.out_pos += n;
-        }
-        if self.out.capacity() > 0 {
-            self.out = Vec::new();
-        }
-        self.out_pos = 0;
+        ready!(poll_write_all(
+            &mut self.io,
+            &mut self.out,
+            &mut self.out_pos,
+            cx
+        ))?;
         self.traffic.seal_key = None;
         Poll::Ready(Ok(()))
     }
@@ -494,6 +489,28 @@ impl TlsStream {
             Ok(()) => {}
         }
     }
+}
+
+/// Writes `out[*pos..]` until the socket has taken it all, then frees `out` (an idle
+/// connection keeps no output buffer). Cancel-safe: progress lives in `pos`.
+pub(super) fn poll_write_all(
+    io: &mut TcpStream,
+    out: &mut Vec<u8>,
+    pos: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    while *pos < out.len() {
+        let n = ready!(Pin::new(&mut *io).poll_write(cx, &out[*pos..]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        *pos += n;
+    }
+    if out.capacity() > 0 {
+        *out = Vec::new();
+    }
+    *pos = 0;
+    Poll::Ready(Ok(()))
 }
 
 impl AsyncRead for TlsStream {

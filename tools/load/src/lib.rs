@@ -23,6 +23,7 @@ pub mod conns;
 pub mod dial;
 pub mod fanout;
 pub mod noisy;
+pub mod procfs;
 pub mod relay;
 pub mod report;
 pub mod stamp;
