@@ -6,6 +6,13 @@
 //!
 //! The relay's TLS policy (versions, suites, handshake limits, tickets) is the relay's
 //! own: the generated `[tls]` table names only the certificate and key.
+//!
+//! The clients behave as browsers do, so that a storm costs the relay what real gadgets
+//! would: they prefer `TLS_AES_128_GCM_SHA256` (Chrome, Firefox and Safari list it first on
+//! hardware with AES instructions; rustls' own default lists AES-256/SHA-384 first) and
+//! they keep the result of a certificate chain verification for the exact same chain
+//! and name for a minute ([`CachingVerifier`], as Chrome's caching certificate verifier
+//! does), while every handshake still checks the server's signature over its transcript.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -16,9 +23,14 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256,
 };
-use rustls::client::Resumption;
+use parking_lot::Mutex;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::crypto::ring::cipher_suite;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::TlsConnector;
 
 /// A certificate and key written for a spawned relay, and the CA that signed them.
@@ -109,12 +121,16 @@ impl TlsClient {
             n += 1;
         }
         anyhow::ensure!(n > 0, "no certificate in the CA file");
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let provider = Arc::new(browser_provider());
+        let verifier = Arc::new(CachingVerifier::new(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                .build()?,
+        ));
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.resumption = Resumption::disabled();
         let name = match name.parse::<IpAddr>() {
@@ -169,4 +185,115 @@ pub struct TlsDialer {
     pub connector: TlsConnector,
     /// The relay's name in its certificate.
     pub name: ServerName<'static>,
+}
+
+/// rustls' `ring` provider with the suites in a browser's order of preference (key
+/// exchange groups as rustls has them: X25519 first, as browsers).
+fn browser_provider() -> CryptoProvider {
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites = vec![
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    p
+}
+
+/// How long a verified chain is taken as verified.
+const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+/// Verified chains kept (one relay has one; a few cover a reload).
+const VERIFIED_CHAINS: usize = 8;
+
+/// WebPKI verification that remembers, for [`VERIFIED_FOR`], a chain it verified: the
+/// same end-entity certificate, intermediates and server name are not verified again.
+/// The handshake signatures are always checked (by the inner verifier's algorithms).
+#[derive(Debug)]
+pub struct CachingVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    verified: Mutex<Vec<(Vec<Vec<u8>>, String, u64)>>,
+}
+
+impl CachingVerifier {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<WebPkiServerVerifier>) -> CachingVerifier {
+        CachingVerifier {
+            inner,
+            verified: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn key(end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> Vec<Vec<u8>> {
+        std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.as_ref().to_vec())
+            .collect()
+    }
+}
+
+impl ServerCertVerifier for CachingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let name = server_name.to_str();
+        let fresh = |at: u64| now.as_secs() < at.saturating_add(VERIFIED_FOR.as_secs());
+        let same = |(chain, n, at): &(Vec<Vec<u8>>, String, u64)| {
+            fresh(*at)
+                && *n == name
+                && chain.len() == intermediates.len() + 1
+                && std::iter::once(end_entity)
+                    .chain(intermediates)
+                    .zip(chain)
+                    .all(|(c, k)| c.as_ref() == k.as_slice())
+        };
+        if self.verified.lock().iter().any(same) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let mut v = self.verified.lock();
+        v.retain(|(_, _, at)| fresh(*at));
+        if v.len() >= VERIFIED_CHAINS {
+            v.remove(0);
+        }
+        v.push((Self::key(end_entity, intermediates), name.into_owned(), now.as_secs()));
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
