@@ -112,5 +112,25 @@ fn verify(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, fanout, replay, verify);
+/// One TLS handshake's key exchange (key pair, then the shared secret with a peer share):
+/// the relay's X25519 (AWS-LC) against the `ring` provider's, in the same run.
+fn tls_kx(c: &mut Criterion) {
+    let peer = rustls::crypto::ring::kx_group::X25519
+        .start()
+        .unwrap()
+        .pub_key()
+        .to_vec();
+    let mut g = c.benchmark_group("tls_kx");
+    for (name, group) in [
+        ("x25519_aws_lc", sealcast::tls::kx::X25519),
+        ("x25519_ring", rustls::crypto::ring::kx_group::X25519),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| group.start().unwrap().complete(&peer).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, fanout, replay, verify, tls_kx);
 criterion_main!(benches);

@@ -13,17 +13,20 @@
 //! support. Both outlive certificate reloads, so a reload does not force every client
 //! back to a full handshake.
 //!
+//! Key exchange: X25519 (on AWS-LC, [`kx`]), P-256 and P-384, in that order of preference.
+//!
 //! rustls runs the handshake on its unbuffered API ([`accept`]), then hands the traffic keys
 //! over to our own record layer ([`TlsStream`]), so that an idle connection keeps neither
 //! a buffer nor rustls' connection state.
 
 mod handshake;
+pub mod kx;
 mod record;
 mod resume;
 mod stream;
 
 pub use handshake::{HandshakeError, accept};
-pub use resume::{Resumption, SessionCache};
+pub use resume::{Resumption, SessionCache, TLS13_TICKETS};
 pub use stream::{MAX_EMPTY_RECORDS, MAX_HELD_OUT, MAX_KEY_UPDATES, MAX_WRITE, TlsStream};
 
 use std::path::{Path, PathBuf};
@@ -33,7 +36,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use rustls::ServerConfig;
-use rustls::crypto::ring::{cipher_suite, default_provider};
+use rustls::crypto::ring::{cipher_suite, default_provider, kx_group};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -108,6 +111,8 @@ pub fn build_config(
         cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
         cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
     ];
+    // X25519 on AWS-LC (see `kx`), then ring's NIST curves.
+    provider.kx_groups = vec![kx::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()

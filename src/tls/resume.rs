@@ -24,6 +24,11 @@ use rustls::server::{NoServerSessionStorage, ProducesTickets, StoresServerSessio
 use crate::config::TlsConfig;
 use crate::telemetry::Metrics;
 
+/// TLS 1.3 tickets sent after each handshake, full or resumed (rustls' default). Tickets
+/// are single-use; the second lets a client whose resumption attempt failed (refused at
+/// `tls.max_handshakes` in a storm, a dropped network) still resume on its next try.
+pub const TLS13_TICKETS: usize = 2;
+
 /// What resumes sessions, applied to every server configuration built.
 #[derive(Debug, Clone)]
 pub struct Resumption {
@@ -53,6 +58,7 @@ impl Resumption {
             Some(c) => Arc::clone(c) as Arc<dyn StoresServerSessions>,
             None => Arc::new(NoServerSessionStorage {}),
         };
+        config.send_tls13_tickets = TLS13_TICKETS;
         match (&self.ticketer, &self.cache) {
             (Some(t), _) => config.ticketer = Arc::clone(t),
             // TLS 1.3 tickets would be keys into the cache, which keeps nothing.
