@@ -12,9 +12,11 @@ use std::time::Duration;
 use common::certs::{Ca, ca, leaf};
 use common::raw::{upgrade_request, ws_frame};
 use common::*;
-use rustls::client::{ClientSessionMemoryCache, Resumption, Tls12Resumption};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rustls::client::{ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12Resumption};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, HandshakeKind, RootCertStore, SupportedProtocolVersion};
+use rustls::{ClientConfig, HandshakeKind, NamedGroup, RootCertStore, SupportedProtocolVersion};
 use sealcast::config::TlsConfig;
 use sealcast_client::wire::{Client, Publisher};
 use serde_json::json;
@@ -222,6 +224,110 @@ async fn sessions_resume_from_tickets_and_from_the_session_cache() {
         assert_eq!(healthz(relay.addr, &cfg).await, HandshakeKind::Full);
     }
     assert_eq!(completed(&relay, "resumed"), 0.0);
+    relay.stop().await;
+    std::fs::remove_dir_all(&d).ok();
+}
+
+/// A client's session store that counts the TLS 1.3 tickets it is given.
+#[derive(Debug)]
+struct CountingStore {
+    inner: ClientSessionMemoryCache,
+    tickets: AtomicUsize,
+}
+
+impl ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets.fetch_add(1, Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+#[tokio::test]
+async fn tls13_tickets_go_out_with_the_first_response() {
+    let ca = ca();
+    let (tls, d) = tls_files("tickets", &ca);
+    let relay = Relay::start_with(|c| c.tls = Some(tls)).await;
+    let store = Arc::new(CountingStore {
+        inner: ClientSessionMemoryCache::new(8),
+        tickets: AtomicUsize::new(0),
+    });
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.der.clone()).unwrap();
+    let mut c =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    c.resumption = Resumption::store(Arc::clone(&store) as Arc<dyn ClientSessionStore>);
+    let cfg = Arc::new(c);
+    for (round, kind) in [HandshakeKind::Full, HandshakeKind::Resumed]
+        .into_iter()
+        .enumerate()
+    {
+        let mut tls = tls_connect(relay.addr, &cfg).await;
+        assert_eq!(tls.get_ref().1.handshake_kind(), Some(kind));
+        // The relay has read our Finished by the time it answers anything; until we send
+        // a request it sends nothing: the ticket waits for the response.
+        let mut b = [0u8; 64];
+        let early =
+            tokio::time::timeout(Duration::from_millis(300), tls.get_mut().0.peek(&mut b)).await;
+        assert!(
+            early.is_err(),
+            "round {round}: the relay wrote before the first response: {early:?} {:?}",
+            &b[..8]
+        );
+        assert_eq!(
+            store.tickets.load(Ordering::SeqCst),
+            round * sealcast::tls::TLS13_TICKETS
+        );
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(WAIT, tls.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.starts_with(b"HTTP/1.1 200"));
+        // `TLS13_TICKETS` per handshake, full or resumed, all with the response.
+        assert_eq!(
+            store.tickets.load(Ordering::SeqCst),
+            (round + 1) * sealcast::tls::TLS13_TICKETS
+        );
+    }
     relay.stop().await;
     std::fs::remove_dir_all(&d).ok();
 }

@@ -9,6 +9,13 @@
 //! connection continues on [`TlsStream`]'s own record layer: the rustls connection (over
 //! 2 KiB with its queues, kept for the connection's life otherwise) is dropped.
 //!
+//! The TLS 1.3 session tickets that end a server's handshake are not written on their own:
+//! they wait in [`TlsStream`]'s output for the first application write (the HTTP response
+//! to the request the client sends right behind its Finished) and go out in the same
+//! write, one send (and one read for the client) fewer per connection. A client needs no
+//! ticket before it sends its request; anything the relay has to write for other reasons
+//! (an alert, a KeyUpdate answer, the close) takes them along.
+//!
 //! Timeouts: the complete ClientHello must arrive within `hello_timeout` (rustls has read
 //! it once it has an answer to send), the whole handshake within `total_timeout`.
 
@@ -204,6 +211,14 @@ impl Handshake {
         super::stream::poll_write_all(&mut self.io, &mut self.out, &mut self.out_pos, cx)
     }
 
+    /// Whether what is left to write once the handshake is complete can wait for the
+    /// first application write: in TLS 1.3 that is only the session tickets (the server's
+    /// Finished went out before the client's could come); in TLS 1.2 it may be the server's
+    /// Finished, which the client waits for.
+    fn tickets_wait(&self) -> bool {
+        self.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+    }
+
     /// Reads once and processes what came.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
@@ -263,6 +278,9 @@ impl Handshake {
             if until_hello && (self.out_pos < self.out.len() || !self.conn.is_handshaking()) {
                 return Poll::Ready(Ok(()));
             }
+            if !self.conn.is_handshaking() && self.tickets_wait() {
+                return Poll::Ready(Ok(()));
+            }
             ready!(self.poll_write_out(cx))?;
             if !self.conn.is_handshaking() {
                 return Poll::Ready(Ok(()));
@@ -295,12 +313,15 @@ impl Handshake {
                 "negotiated an AEAD the record layer does not implement".into(),
             ))
         })?;
+        let mut out = self.out;
+        out.drain(..self.out_pos);
         Ok(TlsStream::new(
             self.io,
             traffic,
             resumed,
             self.held_in,
             self.plain,
+            out,
             self.read_closed,
         ))
     }

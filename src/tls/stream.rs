@@ -329,6 +329,9 @@ pub struct TlsStream {
     /// Encrypted bytes not written yet. Empty and unallocated when idle.
     out: Vec<u8>,
     out_pos: usize,
+    /// `out` holds only the TLS 1.3 tickets of the handshake: reading and flushing do not
+    /// write them, the first write (or an alert, or the shutdown) takes them along.
+    deferred: bool,
     /// The peer sent close_notify or closed its end: reads return end of stream.
     read_closed: bool,
     /// Our close_notify is queued: no more writes.
@@ -345,6 +348,7 @@ impl std::fmt::Debug for TlsStream {
             .field("held_in", &self.held_in.len())
             .field("plain", &(self.plain.len() - self.plain_pos))
             .field("out", &(self.out.len() - self.out_pos))
+            .field("deferred", &self.deferred)
             .field("read_closed", &self.read_closed)
             .field("write_closed", &self.write_closed)
             .field("failed", &self.failed)
@@ -359,6 +363,7 @@ impl TlsStream {
         resumed: bool,
         mut held_in: Vec<u8>,
         plain: Vec<u8>,
+        tickets: Vec<u8>,
         read_closed: bool,
     ) -> TlsStream {
         if held_in.is_empty() {
@@ -372,7 +377,8 @@ impl TlsStream {
             held_in,
             plain,
             plain_pos: 0,
-            out: Vec::new(),
+            deferred: !tickets.is_empty(),
+            out: tickets,
             out_pos: 0,
             read_closed,
             write_closed: false,
@@ -410,6 +416,7 @@ impl TlsStream {
     /// Ends the connection with `f`, queueing our alert.
     fn fail(&mut self, f: Failure) {
         tracing::debug!(alert = f.alert, ours = f.ours, "TLS connection failed");
+        self.deferred = false;
         if f.ours && !self.write_closed {
             self.compact_out();
             let _ = self
@@ -423,6 +430,7 @@ impl TlsStream {
 
     /// Writes `out` until the socket has taken it all, then frees it and the sealing key.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.deferred = false;
         ready!(poll_write_all(
             &mut self.io,
             &mut self.out,
@@ -457,6 +465,7 @@ impl TlsStream {
     /// what is left: less than one record.
     fn take_in(&mut self, data: &mut [u8], reader: &mut ReadBuf<'_>) {
         self.compact_out();
+        let queued = self.out.len();
         let TlsStream {
             traffic,
             held_in,
@@ -482,6 +491,10 @@ impl TlsStream {
                 })
         };
         traffic.open_key = None;
+        if self.out.len() > queued {
+            // A record reading produced (a KeyUpdate answer) goes out with the tickets.
+            self.deferred = false;
+        }
         match result {
             Err(f) => self.fail(f),
             // Anything after the peer's close_notify is ignored (RFC 8446 6.1).
@@ -541,7 +554,7 @@ impl AsyncRead for TlsStream {
             }
             // Records that reading produced (key updates) go out as the socket takes them;
             // past the cap, reading waits for the socket.
-            if this.out_pending() > 0 {
+            if this.out_pending() > 0 && !this.deferred {
                 match this.poll_write_out(cx) {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending if this.out_pending() >= MAX_HELD_OUT => return Poll::Pending,
@@ -593,7 +606,11 @@ impl AsyncWrite for TlsStream {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_write_out(cx))?;
+        // Only what was written is flushed: tickets still waiting for the first write
+        // stay (hyper flushes before it has read a request).
+        if !this.deferred {
+            ready!(this.poll_write_out(cx))?;
+        }
         Pin::new(&mut this.io).poll_flush(cx)
     }
 
