@@ -85,6 +85,9 @@ pub struct RelaySettings {
 pub struct TlsMode {
     /// Clients resume their TLS sessions when they reconnect.
     pub resume: bool,
+    /// Clients check the relay's handshake signature on one handshake in this many
+    /// (1: every one; see [`crate::tls::SignatureSampling`]).
+    pub check_every: u64,
 }
 
 impl Default for RelaySettings {
@@ -153,7 +156,13 @@ impl Relay {
         };
         std::fs::write(&config, config_toml_with(settings, files.as_ref()))?;
         let tls = match (settings.tls, &files) {
-            (Some(m), Some(f)) => Some(TlsClient::new(&f.ca_pem, "127.0.0.1", m.resume)?),
+            (Some(m), Some(f)) => Some(TlsClient::new(
+                &f.ca_pem,
+                "127.0.0.1",
+                m.resume,
+                (m.check_every > 1)
+                    .then(|| tls::SignatureSampling::new(f.leaf_der.clone(), m.check_every)),
+            )?),
             _ => None,
         };
         let mut cmd = Command::new(binary);
@@ -522,7 +531,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let files = crate::tls::generate(&dir).unwrap();
         // The client trusts the generated CA for the name the spawned relay is reached by.
-        crate::tls::TlsClient::new(&files.ca_pem, "127.0.0.1", true).unwrap();
+        crate::tls::TlsClient::new(&files.ca_pem, "127.0.0.1", true, None).unwrap();
         for (kind, urls) in [
             (BrokerKind::Redis, "redis://127.0.0.1:6390/0"),
             (
@@ -532,7 +541,10 @@ mod tests {
         ] {
             let b = Broker::new(kind, urls.split(',').map(String::from).collect());
             let s = RelaySettings {
-                tls: Some(TlsMode { resume: false }),
+                tls: Some(TlsMode {
+                    resume: false,
+                    check_every: 1,
+                }),
                 broker: Some(b.clone()),
                 ..RelaySettings::default()
             };

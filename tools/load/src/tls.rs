@@ -7,23 +7,29 @@
 //! The relay's TLS policy (versions, suites, handshake limits, tickets) is the relay's
 //! own: the generated `[tls]` table names only the certificate and key.
 //!
-//! The clients behave as browsers do, so that a storm costs the relay what real gadgets
-//! would: they prefer `TLS_AES_128_GCM_SHA256` (Chrome, Firefox and Safari list it first on
-//! hardware with AES instructions; rustls' own default lists AES-256/SHA-384 first) and
-//! they keep the result of a certificate chain verification for the exact same chain
-//! and name for a minute ([`CachingVerifier`], as Chrome's caching certificate verifier
-//! does), while every handshake still checks the server's signature over its transcript.
+//! The clients negotiate what browsers get from the relay, so that a storm costs the relay
+//! what real gadgets would: they prefer `TLS_AES_128_GCM_SHA256` (Chrome, Firefox and
+//! Safari list it first on hardware with AES instructions; rustls' own default lists
+//! AES-256/SHA-384 first) and send an X25519 key share (browsers also offer a post-quantum
+//! hybrid share, which the relay's provider does not take, so they too end on X25519).
+//! They keep the result of a certificate chain verification for the exact same chain and
+//! name for a minute ([`CachingVerifier`], as Chrome's caching certificate verifier does),
+//! while every handshake checks the server's signature over its transcript, unless
+//! [`SignatureSampling`] (`--tls-check-every N`, a relay this tool started only) has the
+//! clients check it on one handshake in N: the relay still signs every full handshake,
+//! and the clients then require exactly the certificate the tool made for it.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
+use parking_lot::Mutex;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256,
 };
-use parking_lot::Mutex;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
@@ -42,6 +48,8 @@ pub struct TlsFiles {
     pub key_file: PathBuf,
     /// The CA certificate, PEM: what the clients trust.
     pub ca_pem: Vec<u8>,
+    /// The leaf, DER (what `--tls-check-every` pins).
+    pub leaf_der: Vec<u8>,
 }
 
 /// Generates an ECDSA P-256 CA and a leaf for `127.0.0.1` and `localhost` into `dir`.
@@ -67,6 +75,7 @@ pub fn generate(dir: &Path) -> anyhow::Result<TlsFiles> {
         cert_file,
         key_file,
         ca_pem: ca_cert.pem().into_bytes(),
+        leaf_der: cert.der().to_vec(),
     })
 }
 
@@ -113,7 +122,12 @@ impl TlsClient {
     /// Trusts the certificates in `ca_pem` for server name `name` (an IP address or a
     /// DNS name). With `resume`, each client keeps its own sessions and offers one when it
     /// reconnects (TLS 1.3 resumption, as a browser does); without, every handshake is full.
-    pub fn new(ca_pem: &[u8], name: &str, resume: bool) -> anyhow::Result<TlsClient> {
+    pub fn new(
+        ca_pem: &[u8],
+        name: &str,
+        resume: bool,
+        sampling: Option<SignatureSampling>,
+    ) -> anyhow::Result<TlsClient> {
         let mut roots = rustls::RootCertStore::empty();
         let mut n = 0;
         for der in CertificateDer::pem_slice_iter(ca_pem) {
@@ -125,6 +139,7 @@ impl TlsClient {
         let verifier = Arc::new(CachingVerifier::new(
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
                 .build()?,
+            sampling,
         ));
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -187,10 +202,16 @@ pub struct TlsDialer {
     pub name: ServerName<'static>,
 }
 
-/// rustls' `ring` provider with the suites in a browser's order of preference (key
-/// exchange groups as rustls has them: X25519 first, as browsers).
+/// rustls' `ring` provider with the suites in a browser's order of preference, and X25519
+/// first among the groups (as browsers) on the relay's AWS-LC implementation, which
+/// costs the load tool less CPU than `ring`'s.
 fn browser_provider() -> CryptoProvider {
     let mut p = rustls::crypto::ring::default_provider();
+    p.kx_groups = vec![
+        sealcast::tls::kx::X25519,
+        rustls::crypto::ring::kx_group::SECP256R1,
+        rustls::crypto::ring::kx_group::SECP384R1,
+    ];
     p.cipher_suites = vec![
         cipher_suite::TLS13_AES_128_GCM_SHA256,
         cipher_suite::TLS13_AES_256_GCM_SHA384,
@@ -210,22 +231,66 @@ const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 /// Verified chains kept (one relay has one; a few cover a reload).
 const VERIFIED_CHAINS: usize = 8;
 
+/// Clients check the relay's handshake signature (CertificateVerify) on one handshake in
+/// `every` only, and accept no certificate but `leaf`: for a relay this tool started, so
+/// that a storm on shared cores spends them on the relay's work (which is unchanged: it
+/// signs every full handshake) rather than on 19,000 clients' signature checks, which real
+/// clients make on their own CPUs. The sampled checks still fail a run whose relay signs
+/// wrongly.
+#[derive(Debug)]
+pub struct SignatureSampling {
+    leaf: Vec<u8>,
+    every: u64,
+    seen: AtomicU64,
+}
+
+impl SignatureSampling {
+    /// One check in `every` (at least 1: every one), for the certificate `leaf` (DER).
+    pub fn new(leaf: Vec<u8>, every: u64) -> SignatureSampling {
+        SignatureSampling {
+            leaf,
+            every: every.max(1),
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the signature made with `cert` is to be checked this time.
+    fn check(&self, cert: &CertificateDer<'_>) -> bool {
+        cert.as_ref() != self.leaf.as_slice()
+            || self.seen.fetch_add(1, Ordering::Relaxed) % self.every == 0
+    }
+}
+
+/// A chain verified (its certificates, DER), for a server name, at a time (Unix seconds).
+type Verified = (Vec<Vec<u8>>, String, u64);
+
 /// WebPKI verification that remembers, for [`VERIFIED_FOR`], a chain it verified: the
 /// same end-entity certificate, intermediates and server name are not verified again.
-/// The handshake signatures are always checked (by the inner verifier's algorithms).
+/// The handshake signatures are checked by the inner verifier's algorithms (all of them,
+/// or a sample with [`SignatureSampling`]).
 #[derive(Debug)]
 pub struct CachingVerifier {
     inner: Arc<WebPkiServerVerifier>,
-    verified: Mutex<Vec<(Vec<Vec<u8>>, String, u64)>>,
+    verified: Mutex<Vec<Verified>>,
+    sampling: Option<SignatureSampling>,
 }
 
 impl CachingVerifier {
     /// Wraps `inner`.
-    pub fn new(inner: Arc<WebPkiServerVerifier>) -> CachingVerifier {
+    pub fn new(
+        inner: Arc<WebPkiServerVerifier>,
+        sampling: Option<SignatureSampling>,
+    ) -> CachingVerifier {
         CachingVerifier {
             inner,
             verified: Mutex::new(Vec::new()),
+            sampling,
         }
+    }
+
+    /// Whether a handshake signature made with `cert` is checked.
+    fn checks(&self, cert: &CertificateDer<'_>) -> bool {
+        self.sampling.as_ref().is_none_or(|s| s.check(cert))
     }
 
     fn key(end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> Vec<Vec<u8>> {
@@ -245,9 +310,16 @@ impl ServerCertVerifier for CachingVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(s) = &self.sampling
+            && end_entity.as_ref() != s.leaf.as_slice()
+        {
+            return Err(rustls::Error::General(
+                "not the certificate made for the relay this tool started".into(),
+            ));
+        }
         let name = server_name.to_str();
         let fresh = |at: u64| now.as_secs() < at.saturating_add(VERIFIED_FOR.as_secs());
-        let same = |(chain, n, at): &(Vec<Vec<u8>>, String, u64)| {
+        let same = |(chain, n, at): &Verified| {
             fresh(*at)
                 && *n == name
                 && chain.len() == intermediates.len() + 1
@@ -271,7 +343,11 @@ impl ServerCertVerifier for CachingVerifier {
         if v.len() >= VERIFIED_CHAINS {
             v.remove(0);
         }
-        v.push((Self::key(end_entity, intermediates), name.into_owned(), now.as_secs()));
+        v.push((
+            Self::key(end_entity, intermediates),
+            name.into_owned(),
+            now.as_secs(),
+        ));
         Ok(ok)
     }
 
@@ -281,6 +357,9 @@ impl ServerCertVerifier for CachingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if !self.checks(cert) {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
         self.inner.verify_tls12_signature(message, cert, dss)
     }
 
@@ -290,10 +369,117 @@ impl ServerCertVerifier for CachingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if !self.checks(cert) {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
         self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::PrivateKeyDer;
+
+    fn files(tag: &str) -> TlsFiles {
+        let dir =
+            std::env::temp_dir().join(format!("sealcast-load-tls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        generate(&dir).unwrap()
+    }
+
+    fn verifier(f: &TlsFiles, sampling: Option<SignatureSampling>) -> CachingVerifier {
+        let mut roots = rustls::RootCertStore::empty();
+        for der in CertificateDer::pem_slice_iter(&f.ca_pem) {
+            roots.add(der.unwrap()).unwrap();
+        }
+        let inner = WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(browser_provider()),
+        )
+        .build()
+        .unwrap();
+        CachingVerifier::new(inner, sampling)
+    }
+
+    /// A TLS 1.3 signature by the relay's key over `msg`.
+    fn signed(f: &TlsFiles, msg: &[u8]) -> DigitallySignedStruct {
+        let key = PrivateKeyDer::from_pem_file(&f.key_file).unwrap();
+        let key = rustls::crypto::ring::sign::any_ecdsa_type(&key).unwrap();
+        let signer = key
+            .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
+            .unwrap();
+        let sig = signer.sign(msg).unwrap();
+        // The struct as it travels: the scheme, then the signature with a u16 length.
+        let mut wire = u16::from(signer.scheme()).to_be_bytes().to_vec();
+        wire.extend_from_slice(&u16::try_from(sig.len()).unwrap().to_be_bytes());
+        wire.extend_from_slice(&sig);
+        <DigitallySignedStruct as rustls::internal::msgs::codec::Codec>::read_bytes(&wire).unwrap()
+    }
+
+    #[test]
+    fn a_verified_chain_is_remembered_only_for_the_same_chain_and_name() {
+        let (a, b) = (files("a"), files("b"));
+        let v = verifier(&a, None);
+        let leaf = CertificateDer::from(a.leaf_der.clone());
+        let ip = ServerName::try_from("127.0.0.1").unwrap();
+        let now = UnixTime::now();
+        v.verify_server_cert(&leaf, &[], &ip, &[], now).unwrap();
+        v.verify_server_cert(&leaf, &[], &ip, &[], now).unwrap();
+        // Another name, another CA's leaf: verified afresh, and refused.
+        let other = ServerName::try_from("example.com").unwrap();
+        assert!(v.verify_server_cert(&leaf, &[], &other, &[], now).is_err());
+        let foreign = CertificateDer::from(b.leaf_der.clone());
+        assert!(v.verify_server_cert(&foreign, &[], &ip, &[], now).is_err());
+        // Past the minute, the chain is verified again (and still good).
+        let later = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            now.as_secs() + VERIFIED_FOR.as_secs() + 1,
+        ));
+        v.verify_server_cert(&leaf, &[], &ip, &[], later).unwrap();
+        assert_eq!(v.verified.lock().len(), 1);
+    }
+
+    #[test]
+    fn every_signature_is_checked_unless_sampled_and_then_one_in_n() {
+        let f = files("sig");
+        let leaf = CertificateDer::from(f.leaf_der.clone());
+        let good = signed(&f, b"transcript");
+        let forged = signed(&f, b"another transcript");
+        let all = verifier(&f, None);
+        for _ in 0..3 {
+            all.verify_tls13_signature(b"transcript", &leaf, &good)
+                .unwrap();
+            assert!(
+                all.verify_tls13_signature(b"transcript", &leaf, &forged)
+                    .is_err()
+            );
+        }
+        let sampled = verifier(&f, Some(SignatureSampling::new(f.leaf_der.clone(), 4)));
+        let caught: Vec<bool> = (0..8)
+            .map(|_| {
+                sampled
+                    .verify_tls13_signature(b"transcript", &leaf, &forged)
+                    .is_err()
+            })
+            .collect();
+        assert_eq!(
+            caught,
+            [true, false, false, false, true, false, false, false]
+        );
+        // Only the started relay's certificate is accepted in sampling mode.
+        let b = files("sig-other");
+        let ip = ServerName::try_from("127.0.0.1").unwrap();
+        let pinned = verifier(&b, Some(SignatureSampling::new(f.leaf_der.clone(), 4)));
+        let other = CertificateDer::from(b.leaf_der.clone());
+        assert!(
+            pinned
+                .verify_server_cert(&other, &[], &ip, &[], UnixTime::now())
+                .is_err(),
+            "a leaf of the trusted CA that is not the pinned one"
+        );
     }
 }

@@ -223,11 +223,18 @@ fn fanout_and_storm_over_tls_lose_nothing() {
 
     // Without resumption every handshake is full; with it, each is full or resumed (how
     // many resume is the relay's business: its session cache or tickets).
-    for (name, resume) in [("storm-tls", false), ("storm-tls-resume", true)] {
+    for (name, resume, extra) in [
+        ("storm-tls", false, &[][..]),
+        ("storm-tls-resume", true, &[]),
+        // Clients checking the relay's signature on one handshake in 8 (all the same
+        // relay work, a pinned certificate).
+        ("storm-tls-sampled", false, &["--tls-check-every", "8"]),
+    ] {
         let mut args = vec!["--tls"];
         if resume {
             args.push("--tls-resume");
         }
+        args.extend_from_slice(extra);
         args.extend([
             "storm",
             "--clients",
@@ -254,6 +261,12 @@ fn fanout_and_storm_over_tls_lose_nothing() {
         if !resume {
             assert_eq!(g("tls_resumed_handshakes"), 0, "{s}");
         }
+        let transport = s["figures"]["transport"].as_str().unwrap_or_default();
+        assert_eq!(
+            transport.contains("1 in 8 handshakes"),
+            !extra.is_empty(),
+            "{s}"
+        );
         assert!(
             s["figures"]["handshakes_per_sec"].as_f64().unwrap() > 0.0,
             "{s}"
