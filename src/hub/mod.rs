@@ -288,57 +288,90 @@ impl Hub {
         data: &str,
         idempotency_key: Option<&str>,
     ) -> Result<Published, HubError> {
+        let mut out = self.publish_run(key, &[(event, data, idempotency_key)])?;
+        Ok(out.remove(0))
+    }
+
+    /// Publishes a run of publications to one channel, in order, exactly as
+    /// [`Hub::publish`] would one by one (offsets, idempotency keys, history and quotas),
+    /// under one lock: each subscriber's outbox gets the run's frames in one push and at
+    /// most one wake-up, so the run costs a session one write. One result per item, in
+    /// order; a subscriber that overflowed is counted on the run's last new publication.
+    /// History over its budget is evicted after the run (a run is at most `http.max_batch`
+    /// items).
+    pub fn publish_run(
+        &self,
+        key: &ChannelKey,
+        items: &[(&EventName, &str, Option<&str>)],
+    ) -> Result<Vec<Published>, HubError> {
         let now = Instant::now();
         let mut over_budget = false;
-        let published = loop {
+        let mut results = Vec::with_capacity(items.len());
+        loop {
             let slot = self.slot(key, now)?;
             let mut st = slot.state.lock();
             if st.removed {
                 continue;
             }
-            if let Some(offset) = idempotency_key.and_then(|k| st.history.idempotent_offset(k)) {
-                self.metrics.idempotent_repeats.inc();
-                break Published {
+            let mut run: Vec<Arc<Publication>> = Vec::with_capacity(items.len());
+            let mut last_new = None;
+            for &(event, data, idempotency_key) in items {
+                if let Some(offset) = idempotency_key.and_then(|k| st.history.idempotent_offset(k))
+                {
+                    self.metrics.idempotent_repeats.inc();
+                    results.push(Published {
+                        offset,
+                        epoch: Arc::clone(st.history.epoch()),
+                        duplicate: true,
+                        overflowed: 0,
+                    });
+                    continue;
+                }
+                let offset = st.history.next_offset();
+                let publication = Publication::encode(
+                    slot.id,
+                    key.channel.as_str(),
+                    event.as_str(),
+                    data,
+                    offset,
+                );
+                let (added, evicted) = st.history.append(
+                    Arc::clone(&publication),
+                    idempotency_key,
+                    now,
+                    self.config.max_per_channel,
+                );
+                let entry = IndexEntry {
+                    slot: Arc::clone(&slot),
+                    offset,
+                    stored_at: now,
+                };
+                let app_bytes = self.usage.stored(&key.app, entry, added, evicted);
+                over_budget |= app_bytes > self.quotas.of(&key.app).max_history_bytes
+                    || self.history_bytes() > self.config.max_history_bytes;
+                run.push(publication);
+                last_new = Some(results.len());
+                results.push(Published {
                     offset,
                     epoch: Arc::clone(st.history.epoch()),
-                    duplicate: true,
+                    duplicate: false,
                     overflowed: 0,
-                };
+                });
             }
-            let offset = st.history.next_offset();
-            let publication =
-                Publication::encode(slot.id, key.channel.as_str(), event.as_str(), data, offset);
-            let (added, evicted) = st.history.append(
-                Arc::clone(&publication),
-                idempotency_key,
-                now,
-                self.config.max_per_channel,
-            );
-            let entry = IndexEntry {
-                slot: Arc::clone(&slot),
-                offset,
-                stored_at: now,
-            };
-            let app_bytes = self.usage.stored(&key.app, entry, added, evicted);
-            over_budget = app_bytes > self.quotas.of(&key.app).max_history_bytes
-                || self.history_bytes() > self.config.max_history_bytes;
-            self.metrics.history_bytes.set(self.history_bytes() as i64);
-            st.last_active = now;
-            let overflowed = self.fan_out(&st.subscribers, &publication);
-            self.metrics.publications.inc();
-            break Published {
-                offset,
-                epoch: Arc::clone(st.history.epoch()),
-                duplicate: false,
-                overflowed,
-            };
-        };
+            if let Some(i) = last_new {
+                self.metrics.history_bytes.set(self.history_bytes() as i64);
+                st.last_active = now;
+                results[i].overflowed = self.fan_out_many(&st.subscribers, &run).1;
+                self.metrics.publications.inc_by(run.len() as u64);
+            }
+            break;
+        }
         // Expiry is the sweep's work; a publish evicts only under budget pressure, so the
         // usual publish takes the per-app accounting lock once.
         if over_budget {
             self.evict(now, Some(&key.app));
         }
-        Ok(published)
+        Ok(results)
     }
 
     /// Registers `outbox` for `key` and, when `since` is given, snapshots what the client

@@ -64,7 +64,7 @@ impl Hub {
                 Some(e) if **e == *item.epoch => {}
                 Some(_) => {
                     // What came before the change is of the old epoch: delivered first.
-                    delivered += self.fan_out_many(&st.subscribers, &run);
+                    delivered += self.fan_out_many(&st.subscribers, &run).0;
                     run.clear();
                     close_subscribers(&st, crate::protocol::CloseCode::InternalError);
                     st.relay_epoch = Some(item.epoch.into());
@@ -80,24 +80,25 @@ impl Hub {
                 item.offset,
             ));
         }
-        delivered += self.fan_out_many(&st.subscribers, &run);
+        delivered += self.fan_out_many(&st.subscribers, &run).0;
         st.last_active = Instant::now();
         delivered
     }
 
     /// Pushes a run of publications to every subscriber of a channel (under its lock), one
-    /// push per subscriber, counting deliveries and overflows; returns the deliveries.
-    fn fan_out_many(
+    /// push per subscriber, counting deliveries and overflows; returns the deliveries and
+    /// how many subscribers overflowed.
+    pub(super) fn fan_out_many(
         &self,
         subscribers: &IndexMap<SessionId, Arc<Outbox>>,
         run: &[Arc<Publication>],
-    ) -> usize {
+    ) -> (usize, usize) {
         if let [publication] = run {
-            self.fan_out(subscribers, publication);
-            return subscribers.len();
+            let overflowed = self.fan_out(subscribers, publication);
+            return (subscribers.len(), overflowed);
         }
         if run.is_empty() {
-            return 0;
+            return (0, 0);
         }
         let cost = run.iter().map(|p| p.cost()).sum();
         let mut overflowed = 0;
@@ -111,7 +112,7 @@ impl Hub {
         if overflowed > 0 {
             self.metrics.limit_hits("outbound_queue", overflowed as u64);
         }
-        delivered
+        (delivered, overflowed)
     }
 
     /// With a shared broker: records the epoch a subscribe read from the shared store.

@@ -545,3 +545,44 @@ fn the_relay_wide_budget_evicts_the_heaviest_app_first() {
         "the quiet app's entry, though oldest, stays"
     );
 }
+
+#[test]
+fn a_run_publishes_as_its_items_one_by_one_would() {
+    let ev = EventName::parse("E").unwrap();
+    let k = key("a", "ns#t");
+    let items = [
+        (&ev, DATA, Some("x")),
+        (&ev, DATA, None),
+        (&ev, DATA, Some("x")),
+        (&ev, DATA, Some("y")),
+    ];
+    let (one, run) = (hub(HubConfig::default()), hub(HubConfig::default()));
+    let (o1, o2) = (outbox(), outbox());
+    one.subscribe(&k, 1, &o1, None).unwrap();
+    run.subscribe(&k, 1, &o2, None).unwrap();
+    let each: Vec<_> = items
+        .iter()
+        .map(|&(e, d, i)| one.publish(&k, e, d, i).unwrap())
+        .collect();
+    let together = run.publish_run(&k, &items).unwrap();
+    let seen = |p: &[Published]| -> Vec<_> { p.iter().map(|p| (p.offset, p.duplicate)).collect() };
+    assert_eq!(
+        seen(&together),
+        [(1, false), (2, false), (1, true), (3, false)]
+    );
+    assert_eq!(seen(&each), seen(&together));
+    assert_eq!(drain(&o1), drain(&o2));
+    // A slow subscriber overflows once, counted on the run's last new publication.
+    let slow = Arc::new(Outbox::new(OutboxLimits {
+        max_frames: 2,
+        max_bytes: 1 << 20,
+    }));
+    run.subscribe(&k, 2, &slow, None).unwrap();
+    let fresh = (&ev, DATA, None);
+    let r = run
+        .publish_run(&k, &[fresh, fresh, fresh, (&ev, DATA, Some("y"))])
+        .unwrap();
+    let flags: Vec<_> = r.iter().map(|p| (p.overflowed, p.duplicate)).collect();
+    assert_eq!(flags, [(0, false), (0, false), (1, false), (0, true)]);
+    assert_eq!(drain(&o2), vec![4, 5, 6]);
+}
