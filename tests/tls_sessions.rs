@@ -47,6 +47,16 @@ fn client(
     versions: &[&'static SupportedProtocolVersion],
     tls12: Tls12Resumption,
 ) -> Arc<ClientConfig> {
+    let store = Resumption::store(Arc::new(ClientSessionMemoryCache::new(32)));
+    client_with(ca, versions, store.tls12_resumption(tls12))
+}
+
+/// A client trusting `ca`, speaking only `versions`, resuming with `resumption`.
+fn client_with(
+    ca: &Ca,
+    versions: &[&'static SupportedProtocolVersion],
+    resumption: Resumption,
+) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.der.clone()).unwrap();
     let mut c =
@@ -55,8 +65,7 @@ fn client(
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-    c.resumption =
-        Resumption::store(Arc::new(ClientSessionMemoryCache::new(32))).tls12_resumption(tls12);
+    c.resumption = resumption;
     Arc::new(c)
 }
 
@@ -74,6 +83,12 @@ async fn tls_connect(addr: std::net::SocketAddr, cfg: &Arc<ClientConfig>) -> Tls
 async fn healthz(addr: std::net::SocketAddr, cfg: &Arc<ClientConfig>) -> HandshakeKind {
     let mut tls = tls_connect(addr, cfg).await;
     let kind = tls.get_ref().1.handshake_kind().unwrap();
+    healthz_on(&mut tls).await;
+    kind
+}
+
+/// `GET /healthz` on a connection, read to the end.
+async fn healthz_on(tls: &mut TlsStream<TcpStream>) {
     tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -87,7 +102,6 @@ async fn healthz(addr: std::net::SocketAddr, cfg: &Arc<ClientConfig>) -> Handsha
         "{}",
         String::from_utf8_lossy(&out)
     );
-    kind
 }
 
 fn completed(relay: &Relay, kind: &str) -> f64 {
@@ -283,16 +297,11 @@ async fn tls13_tickets_go_out_with_the_first_response() {
         inner: ClientSessionMemoryCache::new(8),
         tickets: AtomicUsize::new(0),
     });
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.der.clone()).unwrap();
-    let mut c =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    c.resumption = Resumption::store(Arc::clone(&store) as Arc<dyn ClientSessionStore>);
-    let cfg = Arc::new(c);
+    let cfg = client_with(
+        &ca,
+        &[&rustls::version::TLS13],
+        Resumption::store(Arc::clone(&store) as Arc<dyn ClientSessionStore>),
+    );
     for (round, kind) in [HandshakeKind::Full, HandshakeKind::Resumed]
         .into_iter()
         .enumerate()
@@ -313,15 +322,7 @@ async fn tls13_tickets_go_out_with_the_first_response() {
             store.tickets.load(Ordering::SeqCst),
             round * sealcast::tls::TLS13_TICKETS
         );
-        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        tokio::time::timeout(WAIT, tls.read_to_end(&mut out))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(out.starts_with(b"HTTP/1.1 200"));
+        healthz_on(&mut tls).await;
         // `TLS13_TICKETS` per handshake, full or resumed, all with the response.
         assert_eq!(
             store.tickets.load(Ordering::SeqCst),
