@@ -288,9 +288,16 @@ impl CachingVerifier {
         }
     }
 
-    /// Whether a handshake signature made with `cert` is checked.
-    fn checks(&self, cert: &CertificateDer<'_>) -> bool {
-        self.sampling.as_ref().is_none_or(|s| s.check(cert))
+    /// Runs `verify` on a handshake signature made with `cert`, unless sampling skips it.
+    fn sampled(
+        &self,
+        cert: &CertificateDer<'_>,
+        verify: impl FnOnce() -> Result<HandshakeSignatureValid, rustls::Error>,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        match &self.sampling {
+            Some(s) if !s.check(cert) => Ok(HandshakeSignatureValid::assertion()),
+            _ => verify(),
+        }
     }
 
     fn key(end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> Vec<Vec<u8>> {
@@ -357,10 +364,9 @@ impl ServerCertVerifier for CachingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        if !self.checks(cert) {
-            return Ok(HandshakeSignatureValid::assertion());
-        }
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.sampled(cert, || {
+            self.inner.verify_tls12_signature(message, cert, dss)
+        })
     }
 
     fn verify_tls13_signature(
@@ -369,10 +375,9 @@ impl ServerCertVerifier for CachingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        if !self.checks(cert) {
-            return Ok(HandshakeSignatureValid::assertion());
-        }
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.sampled(cert, || {
+            self.inner.verify_tls13_signature(message, cert, dss)
+        })
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
